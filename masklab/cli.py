@@ -1,0 +1,62 @@
+"""`masklab <stage>`: one console script, a subcommand per stage.
+
+Each stage module exposes `register(subparsers)`, which adds its parsers and sets
+`func=handler` (handler(args) -> int). User errors are `MaskLabError`s: printed as one
+clear line on stderr, exit code 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from masklab.errors import MaskLabError
+
+# module paths whose `register(subparsers)` add subcommands, in --help order
+STAGES = [
+    "data_prep.cli",  # prep, pmi
+    "pretrain.cli",  # train, export, import, evaluate
+    "downstream.cli",  # embed, classify, finetune, report
+    "masklab.env",  # env
+    "kernels.gpu_check_cli",  # gpu-check
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="masklab", description="MaskLab: fast MLM pretraining and detection.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", metavar="<stage>")
+    for mod in STAGES:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name and mod.startswith(e.name):  # that stage is not part of this install
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except MaskLabError as e:
+        print(f"masklab {args.stage}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"masklab {args.stage}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Structured configs: one dataclass tree, loaded from composed YAML + dotlist overrides.
+
+Every YAML file and override is merged onto the schema in OmegaConf struct mode, so a
+mistyped key or a wrong value type is an error (naming the key and the nearest valid one),
+never a silently ignored setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from masklab.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "bert"  # bert | modernbert
+    vocab_size: int = 0  # 0: taken from the tokenizer, then padded to pad_vocab_multiple
+    pad_vocab_multiple: int = 64
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    # sparse prediction: "head" runs the MLM head on masked tokens only; "last_layer" also
+    # computes the last encoder layer's queries/MLP for masked tokens only; "none" = dense.
+    sparse_prediction: str = "head"
+    # modernbert preset
+    global_attn_every: int = 3
+    local_window: int = 128
+    rope_theta: float = 160000.0
+    local_rope_theta: float = 10000.0
+
+
+@dataclass
+class MaskingConfig:
+    rate: float = 0.15
+    schedule: str = "constant"  # constant | linear | cosine | step
+    rate_end: float = 0.15  # target of linear / cosine / step schedules
+    schedule_steps: int = 0  # 0: train.max_steps
+    step_at: float = 0.5  # fraction of schedule_steps where `step` switches
+    eval_rate: float = 0.15
+    unit: str = "token"  # token | whole_word | pmi | span
+    selector: str = "budget"  # budget (floor(rate*n + U)) | bernoulli
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    keep_prob: float = 0.1
+    corrupt_per_unit: bool = False
+    span_p: float = 0.2
+    span_max: int = 10
+    pmi_table: Optional[str] = None
+    informask_weights: Optional[str] = None
+    insertion: str = "input"  # input | late
+    insert_layer: int = 0
+
+
+@dataclass
+class DataConfig:
+    shards: str = MISSING  # directory written by `masklab prep`
+    seq_len: int = 128  # max tokens per sample, [CLS] and [SEP] included
+    batch_size: int = 32  # samples per optimizer step (global)
+    micro_batch_size: int = 0  # per rank per forward; 0 = batch_size / world_size
+    num_workers: int = 0
+    eval_batches: int = 8
+
+
+@dataclass
+class KernelsConfig:
+    backend: str = "auto"  # auto | triton | flash_attn | torch
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    max_steps: int = 300
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.0
+    warmup_steps: int = 30
+    decay: str = "linear"  # linear | cosine | constant
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    log_every: int = 10
+    eval_every: int = 100
+    save_every: int = 100
+    keep_last: int = 2
+    resume: str = "auto"  # auto | never | <checkpoint dir>
+    max_nan_skips: int = 5
+    progress: bool = True
+    tensorboard: bool = True
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+    launcher: str = "auto"  # auto | single | ddp | deepspeed
+    zero_stage: int = 1
+    dist_timeout_s: int = 300
+
+
+@dataclass
+class MaskLabConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    kernels: KernelsConfig = field(default_factory=KernelsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    defaults: List[str] = field(default_factory=list)  # composition: configs/<part>/<name>.yaml
+
+
+def _valid_keys(schema: Any = MaskLabConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(schema):
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(f.type if not isinstance(f.type, str) else None):
+            keys.extend(_valid_keys(f.type, prefix + f.name + "."))
+        elif f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            keys.extend(_valid_keys(f.default_factory, prefix + f.name + "."))
+    return keys
+
+
+def _nearest(key: str) -> str:
+    valid = _valid_keys()
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
+    if not match:  # compare the leaf name too, so `train.lr_max` still finds `train.lr`
+        leaf = key.rsplit(".", 1)[-1]
+        leaves = {k.rsplit(".", 1)[-1]: k for k in valid}
+        m = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.4)
+        match = [leaves[m[0]]] if m else []
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except ConfigKeyError as e:
+        key = getattr(e, "full_key", None) or str(e)
+        raise ConfigError(f"{source}: unknown config key '{key}'{_nearest(str(key))}") from None
+    except ValidationError as e:
+        msg = str(e.msg).splitlines()[0]
+        raise ConfigError(f"{source}: bad value for '{getattr(e, 'full_key', '?')}': {msg}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: {str(e).splitlines()[0]}") from None
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and friends
+        raise ConfigError(f"cannot parse config {path}: {e}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return cfg
+
+
+def _compose(path: Path, base: DictConfig, seen: tuple = ()) -> DictConfig:
+    """Merge `path` onto `base`, after the parts its `defaults:` list names (depth first)."""
+    if path in seen:
+        raise ConfigError(f"config composition cycle through {path}")
+    raw = _read_yaml(path)
+    for entry in raw.pop("defaults", []) or []:
+        part = CONFIG_DIR / f"{entry}.yaml"
+        if not part.is_file():
+            part = (path.parent / f"{entry}.yaml").resolve()
+        if not part.is_file():
+            raise ConfigError(f"{path}: defaults entry '{entry}' matches no file under {CONFIG_DIR}")
+        base = _compose(part, base, seen + (path,))
+    return _merge(base, raw, str(path))
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> DictConfig:
+    """Schema <- config file (with its composed defaults) <- dotlist overrides; struct mode."""
+    cfg = OmegaConf.structured(MaskLabConfig)
+    OmegaConf.set_struct(cfg, True)
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and (CONFIG_DIR / p).exists():
+            p = CONFIG_DIR / p
+        cfg = _compose(p, cfg)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override '{ov}' is not of the form key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([ov]), f"override '{ov}'")
+    validate(cfg)
+    return cfg
+
+
+def require_set(cfg: DictConfig, *keys: str) -> None:
+    """Keys left as ??? in the config (e.g. data.shards in a recipe) must be given before use."""
+    for k in keys:
+        parent, _, leaf = k.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is None or OmegaConf.is_missing(node, leaf):
+            raise ConfigError(f"config key '{k}' must be set (e.g. as an override: {k}=...)")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that span several keys or need a range, at start-up rather than mid-run."""
+    m, t, mo = cfg.masking, cfg.train, cfg.model
+
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    for k in ("rate", "rate_end", "eval_rate"):
+        need(0.0 <= m[k] <= 1.0, f"masking.{k}={m[k]} must lie in [0, 1]")
+    probs = (m.mask_prob, m.random_prob, m.keep_prob)
+    need(all(p >= 0 for p in probs) and abs(sum(probs) - 1.0) < 1e-6,
+         f"masking.mask_prob/random_prob/keep_prob must be >= 0 and sum to 1, got {probs}")
+    need(m.schedule in ("constant", "linear", "cosine", "step"), f"masking.schedule='{m.schedule}' is not one of constant, linear, cosine, step")
+    need(m.unit in ("token", "whole_word", "pmi", "span"), f"masking.unit='{m.unit}' is not one of token, whole_word, pmi, span")
+    need(m.selector in ("budget", "bernoulli"), f"masking.selector='{m.selector}' is not one of budget, bernoulli")
+    need(m.insertion in ("input", "late"), f"masking.insertion='{m.insertion}' is not one of input, late")
+    if m.insertion == "late":
+        need(1 <= m.insert_layer < mo.num_layers,
+             f"masking.insert_layer={m.insert_layer} must be in [1, model.num_layers-1={mo.num_layers - 1}] for late insertion")
+    need(mo.preset in ("bert", "modernbert"), f"model.preset='{mo.preset}' is not one of bert, modernbert")
+    need(mo.hidden_size % mo.num_heads == 0, f"model.hidden_size={mo.hidden_size} is not divisible by model.num_heads={mo.num_heads}")
+    need(mo.sparse_prediction in ("none", "head", "last_layer"), f"model.sparse_prediction='{mo.sparse_prediction}' is not one of none, head, last_layer")
+    need(cfg.data.seq_len >= 3, f"data.seq_len={cfg.data.seq_len} must be >= 3 ([CLS] x [SEP])")
+    need(cfg.data.seq_len <= mo.max_position_embeddings, f"data.seq_len={cfg.data.seq_len} exceeds model.max_position_embeddings={mo.max_position_embeddings}")
+    need(cfg.data.batch_size >= 1, "data.batch_size must be >= 1")
+    need(t.max_steps >= 1, "train.max_steps must be >= 1")
+    need(t.precision in ("fp32", "bf16"), f"train.precision='{t.precision}' is not one of fp32, bf16")
+    need(t.device in ("auto", "cpu", "cuda"), f"train.device='{t.device}' is not one of auto, cpu, cuda")
+    need(t.decay in ("linear", "cosine", "constant"), f"train.decay='{t.decay}' is not one of linear, cosine, constant")
+    need(t.launcher in ("auto", "single", "ddp", "deepspeed"), f"train.launcher='{t.launcher}' is not one of auto, single, ddp, deepspeed")
+    need(cfg.kernels.backend in ("auto", "triton", "flash_attn", "torch"),
+         f"kernels.backend='{cfg.kernels.backend}' is not one of auto, triton, flash_attn, torch")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def from_yaml_text(text: str) -> DictConfig:
+    """Rebuild a (struct, validated) config from the YAML saved beside a checkpoint."""
+    cfg = OmegaConf.structured(MaskLabConfig)
+    OmegaConf.set_struct(cfg, True)
+    cfg = _merge(cfg, OmegaConf.create(text), "saved config")
+    validate(cfg)
+    return cfg

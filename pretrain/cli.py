@@ -1,0 +1,84 @@
+"""`masklab train | export | import | evaluate`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from masklab.config import load_config, to_yaml
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pretrain.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg))
+        return 0
+    result = train(cfg)
+    print(json.dumps({k: v for k, v in result.items() if k != "last"}, default=str))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pretrain.hf_io import export_hf
+
+    out = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"exported Hugging Face model: {out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    """HF directory -> a MaskLab checkpoint (step 0) that `train.resume=<dir>` can continue from."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from data_prep.tokenizer import save_tokenizer
+    from pretrain.checkpoint import save_checkpoint
+    from pretrain.hf_io import import_hf
+    from masklab.config import from_yaml_text
+
+    model, tok, cfg = import_hf(args.hf_dir)
+    cfg = OmegaConf.merge(cfg, {"data": {"shards": "<set data.shards>"}})
+    run = Path(args.out)
+    if run.exists() and any(run.iterdir()):
+        from masklab.errors import CheckpointError
+        raise CheckpointError(f"import target {run} exists and is not empty")
+    tmp_tok = run.parent / f".{run.name}.tok-{os.getpid()}"
+    save_tokenizer(tok, tmp_tok)
+    try:
+        path = save_checkpoint(run, 0, model, None, {"imported_from": str(Path(args.hf_dir).resolve())},
+                               to_yaml(cfg), tmp_tok)
+    finally:
+        shutil.rmtree(tmp_tok, ignore_errors=True)
+    print(f"imported {args.hf_dir} -> {path}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="pretrain an MLM (single process, torchrun DDP, or DeepSpeed)",
+                       description="Train from a YAML config with dotlist overrides, e.g. "
+                                   "`masklab train configs/smoke_cpu.yaml train.max_steps=50`. Resumes automatically "
+                                   "from the latest complete checkpoint in train.out_dir.")
+    p.add_argument("config", help="YAML config (path, or name under configs/)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides key=value")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("export", help="export a checkpoint to a Hugging Face directory")
+    p.add_argument("checkpoint", help="checkpoint directory or run directory (latest checkpoint)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("import", help="import a Hugging Face BERT/ModernBERT directory as a MaskLab checkpoint")
+    p.add_argument("hf_dir")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.set_defaults(func=_import)
+    try:
+        from pretrain.evaluate_cli import register as register_eval
+    except ModuleNotFoundError:
+        return
+    register_eval(sub)

@@ -1,0 +1,96 @@
+"""`bert` preset <-> transformers' BertForMaskedLM: config and weight mapping, both ways.
+
+Our fused Wqkv is split into query/key/value; the decoder is tied to the word embeddings
+in both. The exported config carries the padded vocab size.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import BertConfig
+
+from masklab.errors import CheckpointError
+
+_LAYER = {  # ours -> HF (per layer, after the `layers.{i}.` / `bert.encoder.layer.{i}.` prefixes)
+    "attn_out.weight": "attention.output.dense.weight", "attn_out.bias": "attention.output.dense.bias",
+    "attn_norm.weight": "attention.output.LayerNorm.weight", "attn_norm.bias": "attention.output.LayerNorm.bias",
+    "mlp_in.weight": "intermediate.dense.weight", "mlp_in.bias": "intermediate.dense.bias",
+    "mlp_out.weight": "output.dense.weight", "mlp_out.bias": "output.dense.bias",
+    "mlp_norm.weight": "output.LayerNorm.weight", "mlp_norm.bias": "output.LayerNorm.bias",
+}
+_TOP = {
+    "embeddings.word_embeddings.weight": "bert.embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "bert.embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight": "bert.embeddings.token_type_embeddings.weight",
+    "embeddings.LayerNorm.weight": "bert.embeddings.LayerNorm.weight",
+    "embeddings.LayerNorm.bias": "bert.embeddings.LayerNorm.bias",
+    "head.dense.weight": "cls.predictions.transform.dense.weight",
+    "head.dense.bias": "cls.predictions.transform.dense.bias",
+    "head.LayerNorm.weight": "cls.predictions.transform.LayerNorm.weight",
+    "head.LayerNorm.bias": "cls.predictions.transform.LayerNorm.bias",
+    "head.bias": "cls.predictions.bias",
+}
+
+
+def hf_config(model_cfg, vocab_size: int, pad_id: int = 0) -> BertConfig:
+    return BertConfig(vocab_size=vocab_size, hidden_size=model_cfg.hidden_size,
+                      num_hidden_layers=model_cfg.num_layers, num_attention_heads=model_cfg.num_heads,
+                      intermediate_size=model_cfg.intermediate_size, hidden_act="gelu",
+                      hidden_dropout_prob=model_cfg.hidden_dropout, attention_probs_dropout_prob=0.0,
+                      max_position_embeddings=model_cfg.max_position_embeddings,
+                      type_vocab_size=model_cfg.type_vocab_size, initializer_range=model_cfg.initializer_range,
+                      layer_norm_eps=model_cfg.layer_norm_eps, pad_token_id=pad_id, tie_word_embeddings=True,
+                      architectures=["BertForMaskedLM"])
+
+
+def to_hf_state_dict(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    out = {hf: state[ours] for ours, hf in _TOP.items()}
+    out["cls.predictions.decoder.weight"] = state["embeddings.word_embeddings.weight"]
+    out["cls.predictions.decoder.bias"] = state["head.bias"]
+    for i in range(num_layers):
+        p, q = f"layers.{i}.", f"bert.encoder.layer.{i}."
+        for ours, hf in _LAYER.items():
+            out[q + hf] = state[p + ours]
+        w, b = state[p + "Wqkv.weight"], state[p + "Wqkv.bias"]
+        for j, name in enumerate(("query", "key", "value")):
+            out[q + f"attention.self.{name}.weight"] = w.chunk(3, 0)[j]
+            out[q + f"attention.self.{name}.bias"] = b.chunk(3, 0)[j]
+    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+def from_hf_state_dict(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    # BertModel checkpoints have no `bert.` prefix and no MLM head
+    if not any(k.startswith("bert.") for k in hf):
+        hf = {("bert." + k if not k.startswith("cls.") else k): v for k, v in hf.items()}
+    out = {}
+    for ours, name in _TOP.items():
+        if name in hf:
+            out[ours] = hf[name]
+    for i in range(num_layers):
+        p, q = f"layers.{i}.", f"bert.encoder.layer.{i}."
+        try:
+            for ours, name in _LAYER.items():
+                out[p + ours] = hf[q + name]
+            out[p + "Wqkv.weight"] = torch.cat([hf[q + f"attention.self.{n}.weight"] for n in ("query", "key", "value")])
+            out[p + "Wqkv.bias"] = torch.cat([hf[q + f"attention.self.{n}.bias"] for n in ("query", "key", "value")])
+        except KeyError as e:
+            raise CheckpointError(f"HF BERT checkpoint is missing {e.args[0]}") from None
+    return out
+
+
+def model_cfg_from_hf(hf_cfg, base) -> None:
+    """Fill our `model` config section (in place) from an HF BertConfig."""
+    if getattr(hf_cfg, "hidden_act", "gelu") not in ("gelu", "gelu_python"):
+        raise CheckpointError(f"unsupported BERT hidden_act '{hf_cfg.hidden_act}' (the bert preset uses erf GELU)")
+    if getattr(hf_cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
+        raise CheckpointError(f"unsupported position_embedding_type '{hf_cfg.position_embedding_type}'")
+    base.preset = "bert"
+    base.vocab_size = hf_cfg.vocab_size
+    base.hidden_size = hf_cfg.hidden_size
+    base.num_layers = hf_cfg.num_hidden_layers
+    base.num_heads = hf_cfg.num_attention_heads
+    base.intermediate_size = hf_cfg.intermediate_size
+    base.max_position_embeddings = hf_cfg.max_position_embeddings
+    base.type_vocab_size = hf_cfg.type_vocab_size
+    base.layer_norm_eps = hf_cfg.layer_norm_eps
+    base.hidden_dropout = hf_cfg.hidden_dropout_prob
+    base.initializer_range = hf_cfg.initializer_range
