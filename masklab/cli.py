@@ -20,6 +20,7 @@ STAGES = [
     "pretrain.cli",  # train, export, import, evaluate
     "downstream.cli",  # embed, classify, finetune, report
     "masklab.env",  # env
+    "masklab.smoke",  # smoke
     "kernels.gpu_check_cli",  # gpu-check
 ]
 

@@ -143,6 +143,9 @@ def train(cfg) -> dict:
     bar = tqdm(total=tc.max_steps, initial=start, disable=not (tc.progress and world.is_main), desc="train",
                dynamic_ncols=True)
     nan_run, nan_total, step, first_eval, last = 0, 0, start, None, {}
+    if eval_set and start == 0:  # the untrained baseline: "loss goes down" is measured against it
+        first_eval = evaluate_batches(model, eval_set, device, autocast)
+        metrics.log(0, {f"eval_{k}": v for k, v in first_eval.items()})
     t_last = time.perf_counter()
     for step_batches in loader:
         step_t0 = time.perf_counter()

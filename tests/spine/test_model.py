@@ -1,0 +1,99 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from data_prep.tokenizer import TokenizerInfo
+from masklab.config import load_config
+from pretrain.hf_bert import from_hf_state_dict, hf_config, to_hf_state_dict
+from pretrain.model import build_model, padded_vocab_size
+
+TOK = TokenizerInfo(vocab_size=100, pad_id=0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=(0, 1, 2, 3, 4), sha256="x")
+
+
+def _model(**ov):
+    cfg = load_config(None, ["data.shards=x", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=4",
+                             "model.intermediate_size=96", "model.hidden_dropout=0"] + [f"{k}={v}" for k, v in ov.items()])
+    torch.manual_seed(0)
+    return build_model(cfg.model, TOK).eval(), cfg
+
+
+def _mixed_batch(B=4, L=23, V=100):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, V, (B, L), generator=g)
+    lens = torch.tensor([L, 1, 7, 16])[:B]
+    mask = (torch.arange(L)[None] < lens[:, None]).long()
+    return ids * mask, mask
+
+
+def test_vocab_is_padded_to_multiple_of_64():
+    m, _ = _model()
+    assert m.vocab_size == 128 == padded_vocab_size(100, 64)
+
+
+def test_padded_and_unpadded_paths_agree():
+    m, _ = _model()
+    ids, mask = _mixed_batch()
+    with torch.no_grad():
+        padded = m.forward_padded(ids, mask)
+        for b in range(ids.shape[0]):
+            n = int(mask[b].sum())
+            one = m.encode(ids[b, :n], torch.tensor([0, n], dtype=torch.int32), n, torch.arange(n))
+            torch.testing.assert_close(padded[b, :n], one, atol=1e-5, rtol=1e-5)
+        assert torch.all(padded[mask == 0] == 0)
+
+
+def test_matches_transformers_bert_both_ways():
+    m, cfg = _model()
+    hf = BertForMaskedLM(hf_config(cfg.model, m.vocab_size)).eval()
+    hf.load_state_dict(to_hf_state_dict(m.state_dict(), cfg.model.num_layers), strict=False)
+    hf.tie_weights()
+    ids, mask = _mixed_batch()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask).logits
+        ours = m.mlm_logits(m.forward_padded(ids, mask))
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], ref[real], atol=2e-5, rtol=1e-5)
+    # and back: a random HF BertConfig model imported into ours
+    torch.manual_seed(3)
+    hf2 = BertForMaskedLM(BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=96, hidden_dropout_prob=0, attention_probs_dropout_prob=0)).eval()
+    m2, _ = _model()
+    missing, unexpected = m2.load_state_dict(from_hf_state_dict(hf2.state_dict(), 2), strict=False)
+    assert not missing and not unexpected
+    with torch.no_grad():
+        torch.testing.assert_close(m2.mlm_logits(m2.forward_padded(ids, mask))[real],
+                                   hf2(input_ids=ids, attention_mask=mask).logits[real], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sparse", ["head", "last_layer", "none"])
+def test_sparse_prediction_modes_give_the_same_loss(prepared_data, sparse):
+    import numpy as np
+
+    from data_prep import ShardSet
+    from pretrain.data import Collator
+
+    cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}", "data.seq_len=64",
+                                                 "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2",
+                                                 "model.intermediate_size=128"])
+    shards = ShardSet(prepared_data)
+    b = Collator(cfg, shards)(np.arange(8), 0)
+    torch.manual_seed(0)
+    ref = build_model(cfg.model, shards.tokenizer).eval()
+    cfg.model.sparse_prediction = sparse
+    m = build_model(cfg.model, shards.tokenizer).eval()
+    m.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(m(b)["loss_sum"], ref(b)["loss_sum"], atol=1e-3, rtol=1e-5)
+
+
+def test_transformers_does_not_take_our_kernels_package():
+    code = ("import kernels, transformers, transformers.utils.import_utils as iu;"
+            "from transformers import BertModel;"
+            "assert kernels.__file__.startswith(%r), kernels.__file__;"
+            "assert not iu.is_kernels_available();"
+            "print('ok')") % str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
