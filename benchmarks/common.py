@@ -1,0 +1,42 @@
+"""Shared bits of the benchmark scripts: the machine line and markdown table output."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+
+def machine_line(threads: int) -> str:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"Machine: {cpu}, {os.cpu_count()} cores ({threads} thread(s) used), {dev}; torch {torch.__version__}; "
+            f"commit {commit}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+
+
+def write_table(path: str, title: str, header: list[str], rows: list[list], note: str = "") -> str:
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    if note:
+        lines += ["", note]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return text
