@@ -1,5 +1,7 @@
-"""Binary detection metrics. Inputs: y int [N] in {0, 1} (1 = malicious), score float [N]
-(higher = more likely malicious; a probability or sigmoid(decision function))."""
+"""Binary detection metrics. Inputs: y int [N] in {0, 1} (1 = malicious), score float [N]:
+higher = more likely malicious. Downstream scores are log-odds (decision functions, or
+logit(p) for probabilistic models), so the default decision threshold is 0.0 (p = 0.5);
+log-odds keep the ranking where probabilities would saturate to ties at 0/1 (Gaussian NB)."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +26,7 @@ def threshold_for_tpr(y_val: np.ndarray, score_val: np.ndarray, target_tpr: floa
     Use it on test data to read off the FPR an operator would see on benign inputs."""
     pos = np.sort(np.asarray(score_val)[np.asarray(y_val) == 1])[::-1]
     if len(pos) == 0:
-        return 0.5
+        return 0.0
     k = int(np.ceil(target_tpr * len(pos))) - 1  # need k+1 positives at or above the threshold
     return float(pos[min(max(k, 0), len(pos) - 1)])
 
@@ -42,7 +44,7 @@ def confusion(y: np.ndarray, pred: np.ndarray) -> list[list[int]]:
     return skm.confusion_matrix(y, pred, labels=[0, 1]).tolist()
 
 
-def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict:
+def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float = 0.0) -> dict:
     """Threshold metrics at `threshold` plus ranking metrics; raises DataError unless y is binary."""
     y = check_binary(y)
     score = np.asarray(score, dtype=np.float64)
@@ -58,7 +60,7 @@ def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> 
     }
 
 
-def bootstrap_ci(y: np.ndarray, score: np.ndarray, threshold: float = 0.5, n: int = 1000, seed: int = 0,
+def bootstrap_ci(y: np.ndarray, score: np.ndarray, threshold: float = 0.0, n: int = 1000, seed: int = 0,
                  alpha: float = 0.05, names=ALL) -> dict:
     """Percentile bootstrap (resample rows with replacement, seeded) -> {metric: [low, high]}.
     Resamples holding a single class are skipped (AUC is undefined there)."""

@@ -133,6 +133,9 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
         if final.exists():  # same step saved again (e.g. preempted right after a periodic save)
             shutil.rmtree(final)
         os.rename(tmp, final)
+    except OSError as e:  # disk full, quota, permissions: the previous checkpoints stay as they were
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"writing checkpoint {final} failed ({e}); earlier checkpoints are intact") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -72,12 +72,10 @@ def make_optimizer(model: torch.nn.Module, tc, device: torch.device) -> torch.op
     return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, fused=True)
 
 
-def check_resume_compatible(saved: dict, cfg, world: D.World) -> None:
-    """A resume that would silently change the data order or masking is refused, not converted."""
-    want = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": cfg.train.seed,
-            "data.shards_sha": saved.get("compat", {}).get("data.shards_sha")}
+def check_resume_compatible(saved: dict, current: dict) -> None:
+    """A resume that would silently change the data order, masking or vocabulary is refused, not converted."""
     have = saved.get("compat", {})
-    bad = [f"{k}: checkpoint {have.get(k)} vs now {v}" for k, v in want.items() if k in have and have[k] != v]
+    bad = [f"{k}: checkpoint {have[k]} vs now {v}" for k, v in current.items() if k in have and have[k] != v]
     if bad:
         raise MaskLabError("cannot resume: the run changed in a way that breaks exact resume (" + "; ".join(bad) +
                            "). Use a new train.out_dir, or train.resume=never.")
@@ -116,7 +114,7 @@ def train(cfg) -> dict:
     compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
               "data.shards_sha": shards.manifest["tokenizer"]["sha256"]}
     if ckpt is not None:
-        check_resume_compatible(load_state(ckpt), cfg, world)
+        check_resume_compatible(load_state(ckpt), compat)
         state = load_checkpoint(ckpt, model, optimizer)
         start = int(state["step"])
         log.info("resumed from %s at step %d", ckpt, start)

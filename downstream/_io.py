@@ -1,0 +1,65 @@
+"""Atomic output directories and small JSON helpers shared by the downstream stages."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path, overwrite: bool = True):
+    """Yield a temp directory next to `out`; on success it replaces `out`, on any error it is
+    removed, so `out` is either the complete new result or exactly what it was before."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        from masklab.errors import MaskLabError
+
+        raise MaskLabError(f"output {out} exists (pass --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_json(path: Path, obj) -> None:
+    Path(path).write_text(json.dumps(obj, indent=1, default=_default))
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def write_run(d: Path, kind: str, source: str, encoder: dict, results: dict, labels: np.ndarray,
+              records: list[dict], **extra) -> None:
+    """The run-directory layout `report` reads: results.json + labels.npy + texts.jsonl
+    (labels and records aligned with every result's oof scores)."""
+    d = Path(d)
+    write_json(d / "results.json", {"kind": kind, "source": source, "encoder": encoder, "results": results, **extra})
+    np.save(d / "labels.npy", np.asarray(labels, dtype=np.int64))
+    with open(d / "texts.jsonl", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False, default=_default) + "\n")
