@@ -1,0 +1,33 @@
+"""Downstream use of encoders for detection: embeddings, classifiers, fine-tuning, reports.
+
+Public surface (what other packages and scripts may use):
+- data:        load_labelled, load_bastion, LabelledData
+- encoders:    load_encoder, detect_kind, Encoder
+- classifiers: make_classifier, cross_validate, stratified_folds, save_bundle, load_bundle, NAMES
+- metrics:     binary_metrics, bootstrap_ci
+- pipeline:    embed, load_embeddings, classify, detect_smoke
+- finetune:    finetune, finetune_cv, FinetuneConfig, load_finetuned
+- report:      write_report
+Heavy imports (torch, transformers, sklearn) happen when a function is first used.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "load_labelled": "data", "load_bastion": "data", "LabelledData": "data",
+    "load_encoder": "encoders", "detect_kind": "encoders", "Encoder": "encoders",
+    "make_classifier": "classifiers", "cross_validate": "classifiers", "stratified_folds": "classifiers",
+    "save_bundle": "classifiers", "load_bundle": "classifiers", "NAMES": "classifiers",
+    "binary_metrics": "metrics", "bootstrap_ci": "metrics",
+    "embed": "pipeline", "load_embeddings": "pipeline", "classify": "pipeline", "detect_smoke": "pipeline",
+    "finetune": "finetune", "finetune_cv": "finetune", "FinetuneConfig": "finetune", "load_finetuned": "finetune",
+    "write_report": "report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"downstream.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'downstream' has no attribute {name!r}")

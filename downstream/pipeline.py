@@ -1,0 +1,134 @@
+"""The stages behind `masklab embed / classify` and the smoke pipeline's detection step.
+
+Embeddings directory: embeddings.npy float32 [N, D], labels.npy int64 [N], texts.jsonl
+(N rows: text, label, other columns), meta.json (encoder spec, source, label names).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from downstream._io import atomic_dir, read_json, write_json, write_run
+from downstream.classifiers import cross_validate, fit, save_bundle
+from downstream.data import LabelledData, check_binary, load_bastion
+from downstream.encoders import load_encoder
+from masklab.errors import DataError, MaskLabError
+
+log = logging.getLogger("masklab.downstream")
+
+
+def embed(model_path: str, data: LabelledData, out: str | Path, pooling: str = "mean", progress: bool = True,
+          **encoder_kw) -> Path:
+    """Embed every row of `data` and write an embeddings directory (atomically)."""
+    enc = load_encoder(model_path, pooling=pooling, **encoder_kw)
+    X = enc.encode(data.texts, progress=progress)  # raises on NaN before anything is written
+    with atomic_dir(out) as tmp:
+        np.save(tmp / "embeddings.npy", X)
+        np.save(tmp / "labels.npy", data.labels)
+        with open(tmp / "texts.jsonl", "w", encoding="utf-8") as f:
+            for r in data.to_records():
+                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        write_json(tmp / "meta.json", {"encoder": enc.spec(), "source": data.source, "n": len(data),
+                                       "dim": int(X.shape[1]), "label_names": data.label_names})
+    log.info("wrote %d x %d embeddings to %s", X.shape[0], X.shape[1], out)
+    return Path(out)
+
+
+def load_embeddings(d: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict], dict]:
+    """-> (X float32 [N, D], y int64 [N], records, meta); checks shapes and finiteness."""
+    d = Path(d)
+    for f in ("embeddings.npy", "labels.npy", "meta.json"):
+        if not (d / f).is_file():
+            raise DataError(f"{d} is not an embeddings directory (missing {f}; write one with `masklab embed`)")
+    X, y = np.load(d / "embeddings.npy"), np.load(d / "labels.npy")
+    if X.ndim != 2 or len(X) != len(y):
+        raise DataError(f"{d}: embeddings {X.shape} and labels {y.shape} do not line up")
+    if not np.isfinite(X).all():
+        raise DataError(f"{d}: embeddings contain NaN/inf in {int((~np.isfinite(X).all(1)).sum())} rows")
+    recs_f = d / "texts.jsonl"
+    records = [json.loads(x) for x in recs_f.read_text(encoding="utf-8").splitlines()] if recs_f.is_file() else \
+        [{"text": "", "label": int(v)} for v in y]
+    return X, y, records, read_json(d / "meta.json")
+
+
+def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: int = 5, seeds: Sequence[int] = (0,),
+             grid: bool = False, target_tpr: float = 0.95, n_boot: int = 1000, save: Optional[str] = "best",
+             test_emb_dir: Optional[str | Path] = None) -> dict:
+    """CV every classifier (or, with test_emb_dir, train on all of emb_dir and test on it:
+    cross-source evaluation); write a run directory with results.json and a fitted bundle
+    (`save`: a classifier name, 'best' by mean ROC-AUC, or None)."""
+    X, y, records, meta = load_embeddings(emb_dir)
+    y = check_binary(y, f"labels in {emb_dir}")
+    if test_emb_dir is None:
+        results = cross_validate(X, y, names, folds, seeds, grid, target_tpr, n_boot)
+        kind, ey, erecords, source = "classify", y, records, meta.get("source")
+    else:
+        Xt, yt, erecords, tmeta = load_embeddings(test_emb_dir)
+        yt = check_binary(yt, f"labels in {test_emb_dir}")
+        if Xt.shape[1] != X.shape[1] or tmeta.get("encoder", {}).get("path") != meta.get("encoder", {}).get("path"):
+            log.warning("train and test embeddings come from different encoders: %s vs %s",
+                        meta.get("encoder"), tmeta.get("encoder"))
+        if Xt.shape[1] != X.shape[1]:
+            raise DataError(f"train embeddings are {X.shape[1]}-d but test embeddings are {Xt.shape[1]}-d")
+        results = _cross_source(X, y, Xt, yt, names, seeds[0], grid, n_boot)
+        kind, ey, source = "cross", yt, f"{meta.get('source')} -> {tmeta.get('source')}"
+    with atomic_dir(out) as tmp:
+        write_run(tmp, kind, source, meta.get("encoder", {}), results, ey, erecords, embeddings=str(emb_dir),
+                  test_embeddings=str(test_emb_dir) if test_emb_dir else None)
+        if save:
+            best = max(results, key=lambda n: results[n]["summary"]["roc_auc"]["mean"]) if save == "best" else save
+            if best not in names:
+                raise MaskLabError(f"--save {best}: not among the classifiers run ({', '.join(names)})")
+            clf = fit(best, X, y, seeds[0], grid)  # final model on all training data
+            save_bundle(tmp / "bundle", clf, best, meta.get("encoder", {}), 0.0, meta.get("label_names"),
+                        {"trained_on": str(emb_dir), "n_train": int(len(y))})
+    return results
+
+
+def _cross_source(X, y, Xt, yt, names, seed, grid, n_boot) -> dict:
+    from downstream import metrics as M
+    from downstream.classifiers import scores
+
+    out = {}
+    for name in names:
+        s = scores(fit(name, X, y, seed, grid), Xt)
+        m = M.binary_metrics(yt, s)
+        out[name] = {"summary": {k: M.summarize([v]) for k, v in m.items()},
+                     "ci": M.bootstrap_ci(yt, s, n=n_boot, seed=seed) if n_boot else {},
+                     "oof": {"seed": seed, "score": s.tolist()}, "confusion": M.confusion(yt, (s >= 0).astype(int))}
+    return out
+
+
+def print_table(results: dict, metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "roc_auc",
+                                                           "pr_auc", "tpr_at_1pct_fpr", "fpr_at_val_threshold")) -> str:
+    """Plain-text table: one row per classifier, mean ± sd per metric."""
+    head = f"{'classifier':<14}" + "".join(f"{m:>22}" for m in metrics)
+    lines = [head]
+    for name, r in results.items():
+        cells = []
+        for m in metrics:
+            s = r["summary"].get(m)
+            cells.append(f"{s['mean']:.3f} ± {s['sd']:.3f}" if s else "-")
+        lines.append(f"{name:<14}" + "".join(f"{c:>22}" for c in cells))
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def detect_smoke(model_path: str, out_dir: str, folds: int = 5, seed: int = 0) -> dict:
+    """Smoke detection score: every bastioncorpus row ({canary} filled), mean-pooled
+    embeddings of `model_path`, stratified `folds`-fold logistic regression.
+    Writes out_dir/embeddings + out_dir/lr (a run dir); -> {accuracy|f1|roc_auc: {mean, sd}}."""
+    out = Path(out_dir)
+    data = load_bastion()
+    embed(model_path, data, out / "embeddings", pooling="mean", progress=False)
+    res = classify(out / "embeddings", out / "lr", ["lr"], folds=folds, seeds=(seed,), n_boot=200)["lr"]
+    scores = {k: {"mean": res["summary"][k]["mean"], "sd": res["summary"][k]["sd"]} for k in ("accuracy", "f1", "roc_auc")}
+    print(f"detection ({len(data)} bastioncorpus rows, {folds}-fold LR on mean-pooled embeddings): " +
+          ", ".join(f"{k} {v['mean']:.3f} ± {v['sd']:.3f}" for k, v in scores.items()))
+    write_json(out / "detect_smoke.json", scores)
+    return scores

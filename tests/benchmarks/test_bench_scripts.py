@@ -1,0 +1,24 @@
+"""The benchmark scripts must keep running (numbers are not asserted: benchmarks are not tests)."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script, *args, tmp_path):
+    out = tmp_path / "t.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out.read_text()
+
+
+def test_gpu_path_dry_run(tmp_path):
+    text = _run("gpu_train.py", "--dry-run", tmp_path=tmp_path)
+    assert "DRY RUN" in text and "| 512 |" in text
+
+
+def test_late_masking_runs(tmp_path):
+    text = _run("late_masking.py", "--steps", "1", "--layers", "3", "--hidden", "64", tmp_path=tmp_path)
+    assert "late insertion at layer 1" in text
