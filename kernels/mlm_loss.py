@@ -50,7 +50,9 @@ def masked_token_loss_torch(hidden: torch.Tensor, positions: torch.Tensor, label
     check_mlm_args(hidden, positions, labels, decoder_weight)
     x = hidden.index_select(0, positions)
     x = head_transform(x, dense_weight, dense_bias, ln_weight, ln_bias, ln_eps)
-    logits = F.linear(x, decoder_weight, decoder_bias).float()
+    logits = F.linear(x, decoder_weight, decoder_bias)
+    if logits.dtype in (torch.float16, torch.bfloat16):  # the softmax runs in fp32 (fp64 stays fp64)
+        logits = logits.float()
     loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
     with torch.no_grad():
         n_correct = ((logits.argmax(-1) == labels) & (labels != IGNORE_INDEX)).sum()

@@ -118,6 +118,7 @@ def _recompute_p(q, k, lse, offs_m, cols, k_len, sm_scale, WINDOW: tl.constexpr)
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
                      stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D,
+                     stride_gt, stride_gh,
                      HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
@@ -159,16 +160,17 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stri
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
     dk = dk * sm_scale
     mask = (offs_n[:, None] < k_len) & (offs_d[None, :] < D)
-    rows = offs_n[:, None].to(tl.int64) * stride_kt + offs_d[None, :]
-    tl.store(DK + k0 * stride_kt + h * stride_kh + rows, dk.to(DK.dtype.element_ty), mask=mask)
-    rows_v = offs_n[:, None].to(tl.int64) * stride_vt + offs_d[None, :]
-    tl.store(DV + k0 * stride_vt + h * stride_vh + rows_v, dv.to(DV.dtype.element_ty), mask=mask)
+    # dk and dv are fresh contiguous buffers: their strides, not k's (k may be a view into qkv)
+    rows = (k0 + offs_n[:, None].to(tl.int64)) * stride_gt + h * stride_gh + offs_d[None, :]
+    tl.store(DK + rows, dk.to(DK.dtype.element_ty), mask=mask)
+    tl.store(DV + rows, dv.to(DV.dtype.element_ty), mask=mask)
 
 
 @triton.autotune(configs=_configs(BWD_CONFIGS), key=["HEAD_DIM", "WINDOW"])
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
                    stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D,
+                   stride_gt, stride_gh,
                    HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -207,7 +209,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt,
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k)
     dq = dq * sm_scale
-    tl.store(DQ + q0 * stride_qt + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :],
+    tl.store(DQ + (q0 + offs_m[:, None].to(tl.int64)) * stride_gt + h * stride_gh + offs_d[None, :],
              dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < q_len) & (offs_d[None, :] < D))
 
 
@@ -232,7 +234,7 @@ class _VarlenAttention(torch.autograd.Function):
         for cfg in (GPU_CONFIGS if not triton_interpreting() else [INTERPRET_CONFIG]):
             check_launch(D, cfg[0], cfg[1], B * H)
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-        o = torch.empty_like(q)
+        o = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever q's strides
         lse = torch.empty((H, Tq), device=q.device, dtype=torch.float32)
         upcast = triton_interpreting() and q.dtype == torch.bfloat16
         w = int(window or 0)
@@ -253,13 +255,15 @@ class _VarlenAttention(torch.autograd.Function):
         B = cu_q.numel() - 1
         # delta_i = rowsum(dO_i * O_i): an elementwise reduction, no tile reuse to gain from Triton
         delta = (do.float() * o.float()).sum(-1).transpose(0, 1).contiguous()  # [H, Tq]
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+        dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
+        dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
         common = (cu_q, cu_k, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                   do.stride(0), do.stride(1), Tq, H, D)
         _bwd_dkdv_kernel[lambda m: (triton.cdiv(max(max_k, 1), m["BLOCK_N"]), B * H)](
-            q, k, v, do, lse, delta, dk, dv, *common, HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
+            q, k, v, do, lse, delta, dk, dv, *common, dk.stride(0), dk.stride(1), HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
         _bwd_dq_kernel[lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
-            q, k, v, do, lse, delta, dq, *common, HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
+            q, k, v, do, lse, delta, dq, *common, dq.stride(0), dq.stride(1), HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
         return dq, dk, dv, None, None, None, None, None, None
 
 
