@@ -106,13 +106,16 @@ def _grad_triton(logits, labels, lse, v0, scale):
 
 
 def _grad_torch(logits, labels, lse, v0, scale):
-    g = torch.exp(logits.float() - lse[:, None])
+    # in place on the chunk: one [M, C] buffer alive, as in the Triton kernel
+    g = logits if logits.dtype == torch.float32 else logits.float()
+    g.sub_(lse[:, None]).exp_()
     local = labels - v0
-    inside = (local >= 0) & (local < g.shape[1])
-    rows = torch.nonzero(inside).flatten()
+    rows = torch.nonzero((local >= 0) & (local < g.shape[1])).flatten()
     g[rows, local[rows]] -= 1.0
     g[labels == IGNORE_INDEX] = 0.0
-    return (g * scale).to(logits.dtype)
+    if scale != 1.0:
+        g.mul_(scale)
+    return g.to(logits.dtype)
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
@@ -151,8 +154,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
         for v0 in range(0, V, chunk):
             w = weight[v0:v0 + chunk]
             logits = torch.addmm(bias[v0:v0 + chunk], x, w.t()) if bias is not None else x @ w.t()
-            g = grad_fn(logits, labels, lse, v0, 1.0)  # in place where possible: no second [M, C] buffer
-            g = g * scale.to(g.dtype)
+            g = grad_fn(logits, labels, lse, v0, 1.0)  # in place: no second [M, C] buffer
+            g.mul_(scale.to(g.dtype))
             dx += (g @ w).float()
             if dw is not None:
                 dw[v0:v0 + chunk] = (g.t() @ x).to(dw.dtype)
