@@ -7,6 +7,7 @@ TORCH_PIN ?= torch==2.13.0
 OUT ?= runs/smoke
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export TRITON_DEFAULT_FP_FUSION := 1
 
 .PHONY: install smoke test test-gpu bench gpu-check clean
 

@@ -22,10 +22,18 @@ from kernels.dispatch import triton_interpreting
 MAX_GRID_YZ = 65535
 LOG2E = 1.4426950408889634
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages); the interpreter gets one config (autotune needs a GPU)
-GPU_CONFIGS = [(128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
-BWD_CONFIGS = [(64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2)]
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per head-dim class (<= 64, 128): every config here
+# compiles for sm_90 and sm_80 without register spills (`masklab gpu-check`). The interpreter
+# gets one config (autotune needs a GPU).
+FWD_CONFIGS = {64: [(128, 64, 8, 3), (64, 64, 4, 3)],
+               128: [(64, 64, 8, 2), (64, 32, 8, 2)]}
+BWD_CONFIGS = {64: [(32, 64, 8, 2), (32, 32, 4, 2)],
+               128: [(32, 32, 8, 2), (32, 32, 4, 2)]}
 INTERPRET_CONFIG = (32, 32, 4, 1)
+
+
+def head_class(head_dim: int) -> int:
+    return 64 if head_dim <= 64 else 128
 
 
 def _configs(table):
@@ -44,7 +52,6 @@ def _load_block(ptr, rows, n_rows, stride_t, offs_d, D, UPCAST: tl.constexpr):
     return x
 
 
-@triton.autotune(configs=_configs(GPU_CONFIGS), key=["HEAD_DIM", "WINDOW"])
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, sm_scale, stride_qt, stride_qh, stride_kt, stride_kh,
                 stride_vt, stride_vh, stride_ot, stride_oh, total_q, H, D,
@@ -114,7 +121,6 @@ def _recompute_p(q, k, lse, offs_m, cols, k_len, sm_scale, WINDOW: tl.constexpr)
     return tl.where(valid & (lse[:, None] != float("-inf")), tl.exp(s - lse_safe[:, None]), 0.0)
 
 
-@triton.autotune(configs=_configs(BWD_CONFIGS), key=["HEAD_DIM", "WINDOW"])
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
                      stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D,
@@ -166,7 +172,6 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stri
     tl.store(DV + rows, dv.to(DV.dtype.element_ty), mask=mask)
 
 
-@triton.autotune(configs=_configs(BWD_CONFIGS), key=["HEAD_DIM", "WINDOW"])
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
                    stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D,
@@ -213,6 +218,15 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt,
              dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < q_len) & (offs_d[None, :] < D))
 
 
+def _tuned(kernel, table):
+    return {hc: triton.autotune(configs=_configs(cfgs), key=["HEAD_DIM", "WINDOW"])(kernel) for hc, cfgs in table.items()}
+
+
+_FWD = _tuned(_fwd_kernel, FWD_CONFIGS)
+_BWD_DKDV = _tuned(_bwd_dkdv_kernel, BWD_CONFIGS)
+_BWD_DQ = _tuned(_bwd_dq_kernel, BWD_CONFIGS)
+
+
 def check_launch(head_dim: int, block_m: int, block_n: int, grid_y: int) -> None:
     """What the interpreter cannot catch: GPU tile rules and grid limits, checked in Python."""
     for name, blk in (("BLOCK_M", block_m), ("BLOCK_N", block_n)):
@@ -231,14 +245,15 @@ class _VarlenAttention(torch.autograd.Function):
         Tq, H, D = q.shape
         B = cu_q.numel() - 1
         HD = max(16, triton.next_power_of_2(D))
-        for cfg in (GPU_CONFIGS if not triton_interpreting() else [INTERPRET_CONFIG]):
+        hc = head_class(D)
+        for cfg in (FWD_CONFIGS[hc] + BWD_CONFIGS[hc] if not triton_interpreting() else [INTERPRET_CONFIG]):
             check_launch(D, cfg[0], cfg[1], B * H)
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         o = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever q's strides
         lse = torch.empty((H, Tq), device=q.device, dtype=torch.float32)
         upcast = triton_interpreting() and q.dtype == torch.bfloat16
         w = int(window or 0)
-        _fwd_kernel[lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
+        _FWD[hc][lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
             q, k, v, o, lse, cu_q, cu_k, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             v.stride(0), v.stride(1), o.stride(0), o.stride(1), Tq, H, D,
             HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
@@ -260,9 +275,10 @@ class _VarlenAttention(torch.autograd.Function):
         dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
         common = (cu_q, cu_k, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                   do.stride(0), do.stride(1), Tq, H, D)
-        _bwd_dkdv_kernel[lambda m: (triton.cdiv(max(max_k, 1), m["BLOCK_N"]), B * H)](
+        hc = head_class(D)
+        _BWD_DKDV[hc][lambda m: (triton.cdiv(max(max_k, 1), m["BLOCK_N"]), B * H)](
             q, k, v, do, lse, delta, dk, dv, *common, dk.stride(0), dk.stride(1), HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
-        _bwd_dq_kernel[lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
+        _BWD_DQ[hc][lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
             q, k, v, do, lse, delta, dq, *common, dq.stride(0), dq.stride(1), HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
         return dq, dk, dv, None, None, None, None, None, None
 

@@ -1,0 +1,225 @@
+"""GPU readiness without a GPU: compile every Triton kernel config for sm_90 / sm_80 offline.
+
+For each kernel, each config it ships (block sizes, warps, stages), each dtype and head dim we
+support: `triton.compile` for the target, then `cuobjdump --dump-resource-usage` on the cubin
+(registers, shared memory, local memory = spills) and whether the PTX uses wgmma (sm_90).
+A production config that fails to compile or spills fails the check, unless ALLOWED_SPILLS
+names it with a reason. Results are cached on disk by (source hash, config, target).
+
+    masklab gpu-check [--target sm_90 sm_80] [--subset] [--jobs N]
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from masklab.errors import MaskLabError
+
+TARGETS = {"sm_90": 90, "sm_80": 80}
+CACHE = Path(os.environ.get("MASKLAB_CACHE", Path.home() / ".cache" / "masklab")) / "gpu_check"
+# (kernel, dtype, head_dim, config) patterns allowed to spill, each with the reason
+ALLOWED_SPILLS: dict[str, str] = {
+    r"^attn_[a-z_]+\|fp32 ": "fp32 attention on GPU is a debugging path (tf32 dots, 2x the register tiles); "
+                             "training feeds bf16 under autocast",
+}
+
+
+@dataclass
+class Result:
+    kernel: str
+    target: str
+    variant: str
+    config: str
+    ok: bool
+    registers: int = 0
+    shared_bytes: int = 0
+    spill_bytes: int = 0
+    wgmma: bool = False
+    error: str = ""
+    allowed: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kernel}|{self.variant}|{self.config}"
+
+
+def _tools():
+    try:
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError as e:
+        raise MaskLabError(f"gpu-check needs Triton's compiler: {e} (pip install triton)") from None
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not cuobjdump.exists():
+        cuobjdump = shutil.which("cuobjdump")
+        if cuobjdump is None:
+            raise MaskLabError("gpu-check needs cuobjdump (bundled with triton's NVIDIA backend, or CUDA's binutils: "
+                               "apt-get install nvidia-cuda-toolkit / pip install nvidia-cuda-cupti)")
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.exists() and not shutil.which("ptxas"):
+        raise MaskLabError("gpu-check needs ptxas (bundled with triton's NVIDIA backend); reinstall triton")
+    return triton, ASTSource, GPUTarget, str(cuobjdump)
+
+
+def _jobs(subset: bool) -> list[dict]:
+    """Every (kernel, signature, constexprs, launch options) we ship."""
+    from kernels import triton_attention as A
+    from kernels import triton_mlm_loss as L
+    from kernels import triton_rows as R
+
+    jobs = []
+    dtypes = ["bf16"] if subset else ["bf16", "fp16", "fp32"]
+    head_dims = [64] if subset else [32, 64, 128]
+    ints = ["stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_vt", "stride_vh"]
+    for dt in dtypes:
+        for hd in head_dims:
+            for window in ([0] if subset else [0, 128]):
+                variant = f"{dt} d{hd}" + (f" w{window}" if window else "")
+                const = {"HEAD_DIM": hd, "WINDOW": window, "UPCAST": False}
+                fsig = {n: f"*{dt}" for n in "QKVO"} | {"LSE": "*fp32", "cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
+                fsig |= {n: "i64" for n in ints + ["stride_ot", "stride_oh", "total_q", "H", "D"]}
+                hc = A.head_class(hd)
+                fwd_cfgs = A.FWD_CONFIGS[hc][:1] if subset else A.FWD_CONFIGS[hc]
+                bwd_cfgs = A.BWD_CONFIGS[hc][:1] if subset else A.BWD_CONFIGS[hc]
+                for m, n, w, s in fwd_cfgs:
+                    jobs.append(dict(kernel="attn_fwd", fn=A._fwd_kernel, sig=fsig, variant=variant,
+                                     const=const | {"BLOCK_M": m, "BLOCK_N": n}, warps=w, stages=s))
+                bsig = {n: f"*{dt}" for n in ("Q", "K", "V", "DO")} | {"LSE": "*fp32", "DELTA": "*fp32"}
+                for name, fn, outs in (("attn_bwd_dkdv", A._bwd_dkdv_kernel, ("DK", "DV")),
+                                       ("attn_bwd_dq", A._bwd_dq_kernel, ("DQ",))):
+                    sig = dict(bsig) | {o: f"*{dt}" for o in outs} | {"cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
+                    sig |= {n: "i64" for n in ints + ["stride_dot", "stride_doh", "total_q", "H", "D",
+                                                      "stride_gt", "stride_gh"]}
+                    sig = {a: sig[a] for a in fn.arg_names if a in sig}
+                    for m, n, w, s in bwd_cfgs:
+                        jobs.append(dict(kernel=name, fn=fn, sig=sig, variant=variant,
+                                         const=const | {"BLOCK_M": m, "BLOCK_N": n}, warps=w, stages=s))
+        sig = {"LOGITS": f"*{dt}", "stride_l": "i64", "LABELS": "*i64", "RUN_M": "*fp32", "RUN_L": "*fp32",
+               "TGT": "*fp32", "BEST": "*fp32", "BEST_IDX": "*i64", "M": "i64", "C": "i64", "v_offset": "i64"}
+        jobs.append(dict(kernel="mlm_ce_fwd", fn=L._ce_fwd_chunk, sig=sig, variant=dt,
+                         const={"BLOCK_M": L.BLOCK_ROWS, "BLOCK_C": L.BLOCK_COLS}, warps=4, stages=2))
+        sig = {"LOGITS": f"*{dt}", "stride_l": "i64", "LABELS": "*i64", "LSE": "*fp32", "M": "i64", "C": "i64",
+               "v_offset": "i64", "grad_scale": "fp32"}
+        jobs.append(dict(kernel="mlm_ce_bwd", fn=L._ce_bwd_chunk, sig=sig, variant=dt,
+                         const={"BLOCK_M": L.BLOCK_ROWS, "BLOCK_C": 256}, warps=4, stages=2))
+        for atomic in (False, True):
+            sig = {"SRC": f"*{dt}", "DST": "*fp32" if atomic else f"*{dt}", "SRC_IDX": "*i64", "DST_IDX": "*i64",
+                   "n": "i64", "F": "i64"}
+            jobs.append(dict(kernel="rows_copy" + ("_atomic" if atomic else ""), fn=R._copy_rows, sig=sig, variant=dt,
+                             const={"HAS_SRC_IDX": True, "HAS_DST_IDX": True, "ATOMIC": atomic,
+                                    "BLOCK_R": R.BLOCK_R, "BLOCK_F": R.MAX_BLOCK_F}, warps=4, stages=1))
+    return jobs
+
+
+def _source_hash(fn) -> str:
+    return hashlib.sha256(inspect.getsource(fn.fn if hasattr(fn, "fn") else fn).encode()).hexdigest()[:16]
+
+
+def _compile_one(job: dict, target: str, tools) -> Result:
+    triton, ASTSource, GPUTarget, cuobjdump = tools
+    cfg = f"{job['const'].get('BLOCK_M', job['const'].get('BLOCK_R', ''))}x" \
+          f"{job['const'].get('BLOCK_N', job['const'].get('BLOCK_C', job['const'].get('BLOCK_F', '')))} " \
+          f"w{job['warps']} s{job['stages']}"
+    res = Result(job["kernel"], target, job["variant"], cfg, ok=False)
+    key = hashlib.sha256(json.dumps([_source_hash(job["fn"]), triton.__version__, target, job["sig"],
+                                     {k: str(v) for k, v in job["const"].items()}, job["warps"], job["stages"]],
+                                    sort_keys=True).encode()).hexdigest()
+    cached = CACHE / f"{key}.json"
+    if cached.is_file():
+        return Result(**json.loads(cached.read_text()))
+    sig = dict(job["sig"]) | {k: "constexpr" for k in job["const"]}
+    try:
+        src = ASTSource(job["fn"], sig, job["const"])
+        k = triton.compile(src, target=GPUTarget("cuda", TARGETS[target], 32),
+                           options={"num_warps": job["warps"], "num_stages": job["stages"]})
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "k.cubin"
+            p.write_bytes(k.asm["cubin"])
+            out = subprocess.run([cuobjdump, "--dump-resource-usage", str(p)], capture_output=True, text=True,
+                                 timeout=60).stdout
+        m = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)", out)
+        if not m:
+            raise RuntimeError(f"could not read resource usage from cuobjdump: {out[:200]}")
+        reg, stack, _shared_static, local = map(int, m.groups())
+        res.registers, res.spill_bytes = reg, stack + local
+        res.shared_bytes = int(k.metadata.shared)
+        res.wgmma = "wgmma" in k.asm.get("ptx", "")
+        res.ok = True
+    except Exception as e:  # a compile failure is a result, not a crash of the checker
+        res.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(asdict(res)))
+    return res
+
+
+def run_checks(targets=("sm_90",), subset: bool = False, jobs: Optional[int] = None) -> list[Result]:
+    for t in targets:
+        if t not in TARGETS:
+            raise MaskLabError(f"unsupported gpu-check target '{t}': supported are {', '.join(TARGETS)}")
+    from kernels.dispatch import triton_interpreting
+
+    if triton_interpreting():
+        raise MaskLabError("gpu-check compiles real GPU code: unset TRITON_INTERPRET (the interpreter replaces the "
+                           "kernels with Python functions at import)")
+    tools = _tools()
+    work = [(j, t) for t in targets for j in _jobs(subset)]
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as ex:
+        results = list(ex.map(lambda a: _compile_one(a[0], a[1], tools), work))
+    for r in results:
+        for pattern, reason in ALLOWED_SPILLS.items():
+            if re.search(pattern, r.key):
+                r.allowed = reason
+    return results
+
+
+def failures(results: list[Result]) -> list[Result]:
+    return [r for r in results if not r.ok or (r.spill_bytes > 0 and not r.allowed)]
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| target | kernel | variant | config | regs | smem (B) | spill (B) | wgmma | status |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        status = "FAIL: " + r.error if not r.ok else ("spills (allowed: " + r.allowed + ")" if r.spill_bytes and r.allowed
+                                                       else "FAIL: spills" if r.spill_bytes else "ok")
+        lines.append(f"| {r.target} | {r.kernel} | {r.variant} | {r.config} | {r.registers} | {r.shared_bytes} | "
+                     f"{r.spill_bytes} | {'yes' if r.wgmma else 'no'} | {status} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="masklab gpu-check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(ap)
+    return _run(ap.parse_args(argv))
+
+
+def add_args(ap) -> None:
+    ap.add_argument("--target", nargs="+", default=["sm_90", "sm_80"], help=f"targets ({', '.join(TARGETS)})")
+    ap.add_argument("--subset", action="store_true", help="one dtype / head dim / config per kernel (fast)")
+    ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--out", help="also write the table to this markdown file")
+
+
+def _run(args) -> int:
+    results = run_checks(tuple(args.target), subset=args.subset, jobs=args.jobs)
+    text = table(results)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    bad = failures(results)
+    print(f"\n{len(results)} compiled configs, {len(bad)} failing")
+    return 1 if bad else 0
