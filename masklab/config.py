@@ -183,7 +183,8 @@ def _compose(path: Path, base: DictConfig, seen: tuple = ()) -> DictConfig:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> DictConfig:
-    """Schema <- config file (with its composed defaults) <- dotlist overrides; struct mode."""
+    """Schema <- config file (with its composed defaults) <- overrides, in order; struct mode.
+    An override is `key=value` (dotlist) or `+part/name` (merge configs/part/name.yaml)."""
     cfg = OmegaConf.structured(MaskLabConfig)
     OmegaConf.set_struct(cfg, True)
     if path is not None:
@@ -192,6 +193,12 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
             p = CONFIG_DIR / p
         cfg = _compose(p, cfg)
     for ov in overrides or []:
+        if ov.startswith("+"):  # compose one more part, e.g. `+masking/span` -> configs/masking/span.yaml
+            part = CONFIG_DIR / f"{ov[1:]}.yaml"
+            if not part.is_file():
+                raise ConfigError(f"override '{ov}': no config part {part}")
+            cfg = _compose(part, cfg)
+            continue
         if "=" not in ov:
             raise ConfigError(f"override '{ov}' is not of the form key=value")
         cfg = _merge(cfg, OmegaConf.from_dotlist([ov]), f"override '{ov}'")

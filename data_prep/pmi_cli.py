@@ -1,0 +1,27 @@
+"""`masklab pmi`: build the PMI n-gram table from prepared shards."""
+from __future__ import annotations
+
+import json
+
+
+def _pmi(args) -> int:
+    from data_prep.pmi import build_pmi_table
+
+    split = tuple(float(x) for x in args.split.split(","))
+    m = build_pmi_table(args.shards, args.out, args.min_count, args.size, split, overwrite=args.overwrite)
+    print(json.dumps(m, indent=1))
+    print(f"PMI table: {args.out} (use masking.unit=pmi masking.pmi_table={args.out})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pmi", help="build the PMI n-gram table (n=2..5) for PMI masking",
+                       description="Count word n-grams in the training shards and keep the highest "
+                                   "min-over-segmentations PMI n-grams per length (Levine et al. 2021).")
+    p.add_argument("--shards", required=True, help="a `masklab prep` output directory")
+    p.add_argument("--out", required=True)
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--size", type=int, default=20000, help="n-grams kept in all")
+    p.add_argument("--split", default="0.5,0.25,0.125,0.125", help="fractions for n=2,3,4,5")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_pmi)
