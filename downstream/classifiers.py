@@ -85,7 +85,8 @@ def scores(clf, X) -> np.ndarray:
     if hasattr(clf, "predict_log_proba"):
         try:
             lp = np.asarray(clf.predict_log_proba(X), dtype=np.float64)
-            return lp[:, 1] - lp[:, 0]
+            # a forest's p = 0 gives -inf: keep the order, stay finite for metrics and plots
+            return np.clip(lp[:, 1] - lp[:, 0], -1e3, 1e3)
         except AttributeError:
             pass
     p = np.clip(np.asarray(clf.predict_proba(X), dtype=np.float64)[:, 1], 1e-7, 1 - 1e-7)
