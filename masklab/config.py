@@ -238,6 +238,11 @@ def validate(cfg: DictConfig) -> None:
     need(mo.preset in ("bert", "modernbert"), f"model.preset='{mo.preset}' is not one of bert, modernbert")
     need(mo.hidden_size % mo.num_heads == 0, f"model.hidden_size={mo.hidden_size} is not divisible by model.num_heads={mo.num_heads}")
     need(mo.sparse_prediction in ("none", "head", "last_layer"), f"model.sparse_prediction='{mo.sparse_prediction}' is not one of none, head, last_layer")
+    if mo.preset == "modernbert":
+        need(mo.global_attn_every >= 1, "model.global_attn_every must be >= 1")
+        need(mo.sparse_prediction != "last_layer" or (mo.num_layers - 1) % mo.global_attn_every == 0,
+             f"model.sparse_prediction=last_layer needs a global last layer: num_layers-1={mo.num_layers - 1} "
+             f"is not a multiple of model.global_attn_every={mo.global_attn_every}")
     need(cfg.data.seq_len >= 3, f"data.seq_len={cfg.data.seq_len} must be >= 3 ([CLS] x [SEP])")
     need(cfg.data.seq_len <= mo.max_position_embeddings, f"data.seq_len={cfg.data.seq_len} exceeds model.max_position_embeddings={mo.max_position_embeddings}")
     need(cfg.data.batch_size >= 1, "data.batch_size must be >= 1")

@@ -63,7 +63,8 @@ def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) ->
         raise CheckpointError(f"export target {out} exists and is not empty (pass --overwrite)")
     m = _mapping(cfg.model.preset)
     _, info = load_tokenizer(ckpt / "tokenizer")
-    hf_cfg = m.hf_config(cfg.model, model.vocab_size, info.pad_id)
+    hf_cfg = m.hf_config(cfg.model, model.vocab_size, info.pad_id, info.cls_id, info.sep_id) \
+        if cfg.model.preset == "modernbert" else m.hf_config(cfg.model, model.vocab_size, info.pad_id)
     state = m.to_hf_state_dict(model.state_dict(), cfg.model.num_layers)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
