@@ -104,8 +104,11 @@ def set_rng_state(tensors: dict, meta: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
-                    state: dict, config_yaml: str, tokenizer_dir: Optional[Path], keep_last: int = 0) -> Path:
-    """Write <run>/checkpoints/step_N atomically; prune to the newest `keep_last` (0 = keep all)."""
+                    state: dict, config_yaml: str, tokenizer_dir: Optional[Path], keep_last: int = 0,
+                    extra_dirs: Optional[dict] = None) -> Path:
+    """Write <run>/checkpoints/step_N atomically; prune to the newest `keep_last` (0 = keep all).
+    `extra_dirs` {name: dir} (e.g. DeepSpeed's own state, written by every rank) are moved in
+    before the marker."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -126,6 +129,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
         (tmp / "config.yaml").write_text(config_yaml)
         if tokenizer_dir is not None:
             shutil.copytree(tokenizer_dir, tmp / "tokenizer")
+        for name, d in (extra_dirs or {}).items():
+            shutil.move(str(d), str(tmp / name))
         with open(tmp / MARKER, "w") as f:
             f.write(f"step {step}\n")
             f.flush()
