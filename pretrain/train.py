@@ -209,7 +209,8 @@ def train(cfg) -> dict:
         bar.update(1)
         if D.any_rank(stop.set, device):
             path = save(step)
-            log.info("signal %s: saved %s at step %d, exiting", stop.signal, path, step)
+            if world.is_main:
+                log.info("signal %s: saved %s at step %d, exiting", stop.signal, path, step)
             if world.is_main and os.environ.get("SLURM_JOB_ID"):
                 subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
             bar.close(), metrics.close()

@@ -229,3 +229,28 @@ def test_kill9_at_random_points_resumes_bit_for_bit(prepared_data, tmp_path):
     strip = lambda l: {k: v for k, v in json.loads(l).items() if k in ("step", "loss", "mlm_acc", "lr", "grad_norm",  # noqa: E731
                                                                         "realised_mask_rate", "mask_rate")}
     assert [strip(l) for l in lines(run)] == [strip(l) for l in lines(ref)]
+
+
+def test_incomplete_checkpoints_are_ignored_with_a_message(tiny_overrides, tmp_path, caplog):
+    """What a kill -9 during a save leaves behind: a temp dir, or a step dir without COMPLETE."""
+    run = tmp_path / "run"
+    train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=3", "train.eval_every=1000"]))
+    ck = run / "checkpoints"
+    shutil.copytree(ck / "step_00000003", ck / "step_00000005")
+    (ck / "step_00000005" / "COMPLETE").unlink()
+    (ck / ".tmp-step_00000006-999").mkdir()
+    (ck / ".tmp-step_00000006-999" / "model.safetensors").write_bytes(b"partial")
+    with caplog.at_level("WARNING"):
+        r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=4", "train.eval_every=1000"]))
+    assert "ignoring incomplete checkpoint" in caplog.text and "step_00000005" in caplog.text
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert r["step"] == 4 and [m["step"] for m in rows] == [1, 2, 3, 4]  # resumed from step 3
+
+
+def test_only_incomplete_checkpoint_starts_fresh(tiny_overrides, tmp_path, caplog):
+    ck = tmp_path / "run" / "checkpoints" / "step_00000002"
+    ck.mkdir(parents=True)
+    (ck / "model.safetensors").write_bytes(b"partial")
+    with caplog.at_level("WARNING"):
+        r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=2", "train.eval_every=1000"]))
+    assert "ignoring incomplete checkpoint" in caplog.text and r["step"] == 2

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A throw-away Slurm cluster on this host: slurmctld + N slurmd "nodes" (n1..nN), munge auth.
+# Debian 12 (slurm-wlm 22.05), as root, no systemd / cgroups needed. Used by the tests and CI.
+#   NNODES=2 bash slurm/local_cluster.sh        start (installs slurm-wlm + munge with apt if missing)
+#   bash slurm/local_cluster.sh stop            stop the daemons it started (by pid file)
+set -euo pipefail
+NNODES=${NNODES:-2}
+CPUS=$(nproc)
+MEM=$(( $(free -m | awk '/^Mem:/{print $2}') * 9 / 10 / NNODES ))
+CTL_HOST=$(hostname -s)
+CONF=/etc/slurm/slurm.conf
+
+if [ "${1:-}" = stop ]; then
+  for f in /run/slurmd-n*.pid /run/slurmctld.pid /run/munge/munged.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then echo "local_cluster.sh must run as root" >&2; exit 1; fi
+
+if ! command -v slurmctld >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+fi
+
+[ -s /etc/munge/munge.key ] || { mungekey -c -k /etc/munge/munge.key; chown munge:munge /etc/munge/munge.key; chmod 600 /etc/munge/munge.key; }
+install -d -o munge -g munge -m 0755 /run/munge
+pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+munge -n | unmunge >/dev/null
+
+mkdir -p /var/spool/slurmctld /var/log/slurm /etc/slurm
+{
+cat <<CONF
+ClusterName=localci
+SlurmctldHost=${CTL_HOST}
+AuthType=auth/munge
+CredType=cred/munge
+# requeued jobs become eligible after cred_expire seconds (default 120)
+AuthInfo=cred_expire=10
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=6817
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd/%n
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd-%n.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+ReturnToService=2
+SlurmdTimeout=60
+InactiveLimit=0
+MinJobAge=300
+KillWait=10
+CONF
+for i in $(seq 1 "$NNODES"); do
+  echo "NodeName=n$i NodeHostname=${CTL_HOST} NodeAddr=127.0.0.1 Port=$((17000 + i)) CPUs=${CPUS} RealMemory=${MEM} State=UNKNOWN"
+done
+echo "PartitionName=debug Nodes=n[1-${NNODES}] Default=YES MaxTime=INFINITE State=UP"
+} > "$CONF"
+
+for i in $(seq 1 "$NNODES"); do   # node names must resolve for MASTER_ADDR
+  grep -qE "^127\.0\.0\.1\s.*\bn$i\b" /etc/hosts || echo "127.0.0.1 n$i" >> /etc/hosts
+done
+
+pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld -c -i
+for i in $(seq 1 "$NNODES"); do
+  mkdir -p "/var/spool/slurmd/n$i"
+  pgrep -f "slurmd -N n$i" >/dev/null || /usr/sbin/slurmd -N "n$i"
+done
+for _ in $(seq 1 60); do
+  [ "$(sinfo -h -o '%T %D' 2>/dev/null)" = "idle ${NNODES}" ] && break; sleep 1
+done
+sinfo
+[ "$(sinfo -h -o '%T %D')" = "idle ${NNODES}" ]

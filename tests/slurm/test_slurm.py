@@ -1,0 +1,102 @@
+"""On a real local Slurm cluster (2 emulated nodes): sbatch DDP and DeepSpeed jobs, pre-emption + requeue."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.slurm
+ROOT = Path(__file__).resolve().parents[2]
+CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        if CI:
+            pytest.fail("CI=true: the Slurm tests must run, but they need root to start slurmctld/slurmd")
+        pytest.skip("the local Slurm cluster needs root (slurm/local_cluster.sh)")
+    was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
+    r = subprocess.run(["bash", str(ROOT / "slurm" / "local_cluster.sh")], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        msg = f"could not start the local Slurm cluster: {r.stderr[-1500:]}"
+        pytest.fail(msg) if CI else pytest.skip(msg)
+    yield
+    if not was_running:
+        subprocess.run(["bash", str(ROOT / "slurm" / "local_cluster.sh"), "stop"], timeout=60)
+
+
+def sbatch(script, out, *args):
+    env = {**os.environ, "MASKLAB_PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("TRITON_INTERPRET", None)
+    r = subprocess.run(["sbatch", "--parsable", f"--output={out}", str(ROOT / "slurm" / script), *args],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().split(";")[0]
+
+
+def wait(jid, timeout=400):
+    t0 = time.time()  # poll squeue: `sbatch --wait` backs off to tens of seconds
+    while time.time() - t0 < timeout:
+        if not subprocess.run(["squeue", "-h", "-j", jid], capture_output=True, text=True).stdout.strip():
+            return
+        time.sleep(1)
+    subprocess.run(["scancel", jid])
+    pytest.fail(f"job {jid} did not finish in {timeout}s")
+
+
+def metrics(run):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+
+
+def args(prepared_data, run, steps, *extra):
+    return ["configs/smoke_cpu.yaml", *TINY, "model.hidden_dropout=0", f"data.shards={prepared_data}",
+            f"train.out_dir={run}", f"train.max_steps={steps}", "train.eval_every=1000", "train.save_every=1000", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(prepared_data, tmp_path_factory):
+    from masklab.config import load_config
+    from pretrain.train import train
+
+    run = tmp_path_factory.mktemp("ref") / "run"
+    train(load_config(args(prepared_data, run, 60)[0], args(prepared_data, run, 60)[1:]))
+    return [m["loss"] for m in metrics(run)]
+
+
+@pytest.mark.parametrize("script", ["pretrain.sbatch", "pretrain_deepspeed.sbatch"])
+def test_two_node_job(cluster, prepared_data, tmp_path, reference, script):
+    run, out = tmp_path / "run", tmp_path / "job.out"
+    wait(sbatch(script, out, *args(prepared_data, run, 60)))
+    log = out.read_text()
+    assert "nodes=2" in log and "world_size=2" in log, log[-3000:]
+    assert "process group: gloo rank 0/2" in log, log[-3000:]
+    if script == "pretrain_deepspeed.sbatch":
+        assert "DeepSpeed engine: ZeRO 1" in log
+    got = [m["loss"] for m in metrics(run)]
+    assert len(got) == 60 and all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(got, reference))
+
+
+def test_preemption_requeues_and_resumes_exactly(cluster, prepared_data, tmp_path, reference):
+    run, out = tmp_path / "run", tmp_path / "job.out"
+    jid = sbatch("pretrain.sbatch", out, *args(prepared_data, run, 60, "train.log_every=1"))
+    t0 = time.time()
+    while time.time() - t0 < 180:
+        if (run / "metrics.jsonl").exists() and len(metrics(run)) >= 10:
+            break
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", jid], check=True)
+    wait(jid)
+    log = out.read_text()
+    assert "restart 0" in log and "restart 1" in log, log[-3000:]  # SLURM_RESTART_COUNT=1 after the requeue
+    assert "saved" in log and "DUE TO JOB REQUEUE" in log
+    rows = metrics(run)
+    assert [m["step"] for m in rows] == list(range(1, 61))  # nothing repeated or skipped
+    got = [m["loss"] for m in rows]
+    assert all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(got, reference))
