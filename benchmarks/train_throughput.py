@@ -119,7 +119,19 @@ def build_systems(size: str, info, vocab: int):
                         attn_implementation="sdpa")
     hf = BertForMaskedLM(hf_cfg)
     systems["HF BertForMaskedLM (padded to batch max)"] = ("hf", hf)
-    for label, extra in [("ours: unpadded + sparse head", []),
+    if size == "tiny":  # ModernBERT pair: HF's own unpadding-free sdpa path with sparse prediction
+        from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+        mb = ModernBertConfig(vocab_size=vocab, hidden_size=s["hidden_size"], num_hidden_layers=s["num_layers"],
+                              num_attention_heads=s["num_heads"], intermediate_size=s["intermediate_size"] * 3 // 8,
+                              local_attention=64, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+                              cls_token_id=101, sep_token_id=102, sparse_prediction=True,
+                              attn_implementation="sdpa")
+        systems["HF ModernBertForMaskedLM (sdpa, sparse_prediction)"] = ("hf", ModernBertForMaskedLM(mb))
+        cfg = load_config(None, ov + ["model.preset=modernbert", f"model.intermediate_size={s['intermediate_size'] * 3 // 8}",
+                                      "model.local_window=64", "model.layer_norm_eps=1e-5"])
+        systems["ours: modernbert preset (unpadded + sparse head)"] = ("ours", build_model(cfg.model, info), cfg)
+    for label, extra in [("ours: unpadded + sparse head", []),  # noqa: E501
                          ("ours: + sparse last layer", ["model.sparse_prediction=last_layer"]),
                          ("ours: dense head (no sparse prediction)", ["model.sparse_prediction=none"]),
                          ("ours: no unpadding (padded to batch max)", ["@padded"])]:
@@ -162,7 +174,7 @@ def bench_size(size: str, steps: int, tok, samples) -> list[list]:
     rows = []
     base = None
     mcfg = systems["ours: unpadded + sparse head"][2].model
-    for k, (kind, model, *_) in systems.items():
+    for k, (kind, model, *rest) in systems.items():
         tps = statistics.median(n / t for t, n in times[k])
         base = base or tps
         flops = []
@@ -170,7 +182,7 @@ def bench_size(size: str, steps: int, tok, samples) -> list[list]:
             b = p if kind in ("hf", "ours_padded") else ub
             lens = (b.cu_seqlens[1:] - b.cu_seqlens[:-1])
             n_head = b.num_tokens if (kind == "hf" or "dense" in k) else b.num_predictions
-            flops.append(step_flops(mcfg, vocab, lens, n_head))
+            flops.append(step_flops(rest[0].model if rest else mcfg, vocab, lens, n_head))
         med_t = statistics.median(t for t, _ in times[k])
         rows.append([size, k, f"{tps:,.0f}", f"{tps / base:.2f}x", f"{statistics.median(flops) / med_t / peak:.0%}"])
     return rows
