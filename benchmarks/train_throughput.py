@@ -181,8 +181,11 @@ def bench_size(size: str, steps: int, tok, samples) -> list[list]:
         for (ub, hf_in), p in zip(batches[2:], padded[2:]):
             b = p if kind in ("hf", "ours_padded") else ub
             lens = (b.cu_seqlens[1:] - b.cu_seqlens[:-1])
-            n_head = b.num_tokens if (kind == "hf" or "dense" in k) else b.num_predictions
-            flops.append(step_flops(rest[0].model if rest else mcfg, vocab, lens, n_head))
+            modern = "ModernBert" in k  # HF ModernBERT: padded encoder, sparse head
+            n_head = b.num_predictions if (kind != "hf" or modern) and "dense" not in k else b.num_tokens
+            fcfg = rest[0].model if rest else (systems["ours: modernbert preset (unpadded + sparse head)"][2].model
+                                               if modern else mcfg)
+            flops.append(step_flops(fcfg, vocab, lens, n_head))
         med_t = statistics.median(t for t, _ in times[k])
         rows.append([size, k, f"{tps:,.0f}", f"{tps / base:.2f}x", f"{statistics.median(flops) / med_t / peak:.0%}"])
     return rows

@@ -6,9 +6,11 @@ index), so masks do not depend on workers, ranks or resume points.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from data_prep.tokenizer import TokenizerInfo
 from pretrain.masking.corrupt import corrupt
@@ -34,7 +36,8 @@ def sample_rng(seed: int, step: int, sample_index: int) -> np.random.Generator:
 
 class Masker:
     def __init__(self, cfg, tok: TokenizerInfo, pmi: Optional[object] = None):
-        self.cfg = cfg
+        # a plain namespace: OmegaConf attribute access costs microseconds in this per-sample path
+        self.cfg = SimpleNamespace(**OmegaConf.to_container(cfg)) if isinstance(cfg, DictConfig) else cfg
         self.tok = tok
         self.pmi = pmi
         self.special = np.zeros(max(tok.vocab_size, max(tok.special_ids) + 1), dtype=bool)
