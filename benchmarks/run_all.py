@@ -21,7 +21,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("train", ["train_throughput.py", "--sizes", "tiny" if quick else "tiny,base", "--steps", s]),
         ("late", ["late_masking.py", "--steps", s] + (["--layers", "4"] if quick else [])),
         ("collator", ["collator.py"] + (["--quick"] if quick else [])),
-        ("kernels", ["kernels.py"] + ([] if gpu else ["--dry-run"] if quick else [])),
+        ("kernels", ["kernels.py"] + (["--dry-run"] if quick and not gpu else [])),
         ("detection", ["detection.py"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
     ]
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         if not script.exists():
             sections.append(f"## {name}\n\n(missing: {script.name} is not in this checkout)\n")
             continue
-        part = HERE / f"results_{name}.md"
+        part = Path(args.out).parent / f"results_{name}.md"
         t = time.time()
         r = subprocess.run([sys.executable, str(script), *cmd[1:], "--out", str(part)], cwd=ROOT)
         print(f"[{name}] exit {r.returncode} in {time.time() - t:.0f}s", flush=True)
