@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     from data_prep.words import word_starts
     from masklab.config import load_config
     from pretrain.data import make_batch
-    from pretrain.masking import build_masker, sample_rng
+    from pretrain.masking import build_masker
+    from pretrain.masking.batched import mask_batch
 
     hf_tok = AutoTokenizer.from_pretrained(g.get_model_path())
     info = tokenizer_info(hf_tok.backend_tokenizer)
@@ -83,17 +84,15 @@ def main(argv=None) -> int:
                                  "masking.insert_layer=2"]).masking
         systems["ours whole_word, late mode"] = (build_masker(cfg, info), True)
 
+        toks_l = [ids for ids, _ in ours_in]
+        ws_l = [ws for _, ws in ours_in]
+        lens_l = [len(t) for t in toks_l]
+
         def run_ours(masker, late, step):
-            parts = [[] for _ in range(6)]
-            off = nm = 0
-            for j, (ids, ws) in enumerate(ours_in):
-                m = masker.mask_sample(ids, ws, sample_rng(0, step, j), 0.15)
-                for lst, v in zip(parts, (m.input_ids, m.positions + off, m.labels, m.is_mask_token, len(ids),
-                                          len(m.positions))):
-                    lst.append(v)
-                off += len(ids)
-                nm += m.num_maskable
-            return make_batch(*parts, np.arange(B), step, 0.15, nm, late=late)
+            # what the Collator does for token / whole-word units: one vectorised pass per batch
+            out, pos, lab, is_mask, n_pred, nm = mask_batch(masker, toks_l, ws_l, np.arange(B), 0, step, 0.15)
+            return make_batch([out], [pos], [lab], [is_mask], lens_l, n_pred.tolist(), np.arange(B), step, 0.15, nm,
+                              late=late)
 
         times = {"HF DataCollatorForLanguageModeling(whole_word_mask=True)": []} | {k: [] for k in systems}
         for step in range(reps + 1):

@@ -18,6 +18,7 @@ import torch
 from data_prep.shards import ShardSet
 from pretrain.batch import UnpaddedBatch
 from pretrain.masking import EVAL_STREAM, build_masker, masking_rate, sample_rng
+from pretrain.masking.batched import mask_batch
 
 
 @dataclass
@@ -93,6 +94,13 @@ class Collator:
         rng_step = EVAL_STREAM if evaluation else step
         rows = self.sample_ids(int(global_ids[0]), len(global_ids)) if _contiguous(global_ids) else \
             np.array([self.sample_ids(int(g), 1)[0] for g in global_ids])
+        m = self.cfg.masking
+        if m.unit in ("token", "whole_word") and m.selector == "budget":  # vectorised hot path
+            toks, wss = zip(*(self.sample_tokens(int(r)) for r in rows))
+            out, positions, labels, is_mask, n_pred, n_maskable = mask_batch(
+                self.masker, list(toks), list(wss), np.asarray(global_ids), self.seed, rng_step, rate)
+            return make_batch([out], [positions], [labels], [is_mask], [len(t) for t in toks], n_pred.tolist(),
+                              global_ids, step, rate, n_maskable, late=m.insertion == "late")
         ids, pos, labels, is_mask, seq_lens, n_pred = [], [], [], [], [], []
         offset, n_maskable = 0, 0
         for g, row in zip(global_ids, rows):
@@ -122,7 +130,8 @@ def make_batch(ids, pos, labels, is_mask, seq_lens, n_pred, global_ids, step, ra
                late: bool = False) -> UnpaddedBatch:
     input_ids = np.concatenate(ids)
     positions = np.concatenate(pos).astype(np.int64)
-    position_ids = np.concatenate([np.arange(n, dtype=np.int64) for n in seq_lens])
+    lens = np.asarray(seq_lens, dtype=np.int64)
+    position_ids = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
     b = UnpaddedBatch(
         input_ids=torch.from_numpy(input_ids), position_ids=torch.from_numpy(position_ids),
         cu_seqlens=_cu(seq_lens), max_seqlen=int(max(seq_lens)),
