@@ -13,14 +13,20 @@ def _metrics(run_dir):
 
 
 def test_loss_goes_down_on_the_smoke_corpus(tiny_overrides, tmp_path):
+    # the whole pydoc corpus, so the held-out set (10%, ~260 paragraphs) is big enough to compare
+    # masked accuracy with the unigram baseline without noise deciding the outcome
+    from data_prep import PrepOptions, prepare
+
+    data = tmp_path / "pydoc"
+    prepare(PrepOptions(source="pydoc", out=str(data), vocab_size=4000, validation_fraction=0.1))
     cfg = load_config("configs/smoke_cpu.yaml", tiny_overrides + [
-        "model.hidden_size=128", "model.num_heads=2", "model.intermediate_size=256",
-        "train.max_steps=200", "train.eval_every=100", "train.save_every=1000", "train.lr=2e-3",
-        "train.warmup_steps=10", "data.batch_size=16"])
+        f"data.shards={data}", "model.hidden_size=128", "model.num_heads=2", "model.intermediate_size=256",
+        "train.max_steps=250", "train.eval_every=125", "train.save_every=1000", "train.lr=2e-3",
+        "train.warmup_steps=10", "data.batch_size=16", "data.eval_batches=16"])
     r = train(cfg)
     first, last = r["first_eval"], {k[5:]: v for k, v in r["last"].items() if k.startswith("eval_")}
     assert last["loss"] <= 0.8 * first["loss"], (first, last)
-    assert last["mlm_acc"] > last["unigram_acc"], last
+    assert last["mlm_acc"] > last["unigram_acc"] + 0.02, last
     rows = [m for m in _metrics(tmp_path / "run") if "loss" in m]
     assert {"loss", "mlm_acc", "realised_mask_rate", "tokens_per_s", "step_time_s", "peak_memory_mb",
             "utilisation"} <= set(rows[-1])
