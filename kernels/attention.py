@@ -72,11 +72,11 @@ def varlen_attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         i = torch.arange(max_seqlen_q, device=q.device)[:, None]
         j = torch.arange(max_seqlen_k, device=q.device)[None, :]
         mask = mask & ((i - j).abs() <= window // 2)[None, None]
-    # a query whose sequence has no keys would give NaN; it gets zeros (as the kernels do)
-    mask = mask | ~mask.any(-1, keepdim=True)
+    # a query that sees no key (empty sequence, or outside every window) gets zeros, as the kernels do
+    visible = mask.any(-1, keepdim=True)
+    mask = mask | ~visible
     out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, scale=scale)
-    if not bool(kvalid.any(-1).all()):
-        out = out * kvalid.any(-1)[:, None, None, None]
+    out = out * visible
     out = out.transpose(1, 2).reshape(-1, q.shape[1], q.shape[2])
     return out.index_select(0, flat_q)
 
