@@ -1,4 +1,4 @@
-"""`masklab pmi`: build the PMI n-gram table from prepared shards."""
+"""`masklab pmi` (PMI n-gram table) and `masklab informask-weights` (token weight table)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,15 @@ def _pmi(args) -> int:
     return 0
 
 
+def _weights(args) -> int:
+    from data_prep.weights import build_token_weights
+
+    m = build_token_weights(args.shards, args.out, overwrite=args.overwrite)
+    print(json.dumps(m, indent=1))
+    print(f"token weights: {args.out} (use masking.informask_weights={args.out})")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("pmi", help="build the PMI n-gram table (n=2..5) for PMI masking",
                        description="Count word n-grams in the training shards and keep the highest "
@@ -25,3 +34,9 @@ def register(sub) -> None:
     p.add_argument("--split", default="0.5,0.25,0.125,0.125", help="fractions for n=2,3,4,5")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_pmi)
+    w = sub.add_parser("informask-weights", help="token weight table for InforMask-style weighted masking",
+                       description="Per-token weights (corpus self-information) for masking.informask_weights.")
+    w.add_argument("--shards", required=True, help="a `masklab prep` output directory")
+    w.add_argument("--out", required=True)
+    w.add_argument("--overwrite", action="store_true")
+    w.set_defaults(func=_weights)

@@ -61,7 +61,7 @@ class MaskingConfig:
     span_p: float = 0.2
     span_max: int = 10
     pmi_table: Optional[str] = None
-    informask_weights: Optional[str] = None
+    informask_weights: Optional[str] = None  # token weight table (`masklab informask-weights`): weighted selection
     insertion: str = "input"  # input | late
     insert_layer: int = 0
 
@@ -232,6 +232,10 @@ def validate(cfg: DictConfig) -> None:
     need(m.unit in ("token", "whole_word", "pmi", "span"), f"masking.unit='{m.unit}' is not one of token, whole_word, pmi, span")
     need(m.selector in ("budget", "bernoulli"), f"masking.selector='{m.selector}' is not one of budget, bernoulli")
     need(m.insertion in ("input", "late"), f"masking.insertion='{m.insertion}' is not one of input, late")
+    need(0.0 < m.span_p <= 1.0, f"masking.span_p={m.span_p} must lie in (0, 1]")
+    need(m.span_max >= 1, f"masking.span_max={m.span_max} must be >= 1")
+    need(0.0 <= m.step_at <= 1.0, f"masking.step_at={m.step_at} must lie in [0, 1]")
+    need(not m.informask_weights or m.selector == "budget", "masking.informask_weights needs masking.selector=budget")
     if m.insertion == "late":
         need(1 <= m.insert_layer < mo.num_layers,
              f"masking.insert_layer={m.insert_layer} must be in [1, model.num_layers-1={mo.num_layers - 1}] for late insertion")

@@ -17,8 +17,7 @@ import torch
 
 from data_prep.shards import ShardSet
 from pretrain.batch import UnpaddedBatch
-from pretrain.masking import EVAL_STREAM, build_masker, masking_rate, sample_rng
-from pretrain.masking.batched import mask_batch
+from pretrain.masking import EVAL_STREAM, MaskedBatch, build_masker, masking_rate
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Collator:
         self.samples = build_samples(shards, cfg.data.seq_len)
         if len(self.samples) == 0:
             raise ValueError(f"{shards.root}/{shards.split} holds no samples")
-        self.masker = build_masker(cfg.masking, self.tok, shards.manifest)
+        self.masker = build_masker(cfg.masking, self.tok, shards.manifest, cfg.model.num_layers)
         self.seed = int(cfg.train.seed)
         m = cfg.masking
         self.total_steps = total_steps or (m.schedule_steps or cfg.train.max_steps)
@@ -89,33 +88,35 @@ class Collator:
         tokens = np.concatenate([[self.tok.cls_id], body, [self.tok.sep_id]])
         return tokens, np.concatenate([[1], ws, [1]]).astype(np.uint8)
 
-    def __call__(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> UnpaddedBatch:
+    def flat_tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample rows -> (tokens int64 [T], word starts uint8 [T], lengths int64 [B]): samples
+        wrapped in [CLS] ... [SEP] and concatenated with one np.concatenate (no per-token work)."""
+        cls, sep, one = np.array([self.tok.cls_id]), np.array([self.tok.sep_id]), np.ones(1, np.uint8)
+        toks, bits = [], []
+        lens = self.samples.length[rows].astype(np.int64) + 2
+        for r in rows:
+            s = self.shards.shards[self.samples.shard[r]]
+            a = int(self.samples.start[r])
+            b = a + int(self.samples.length[r])
+            toks += [cls, s.tokens[a:b], sep]
+            bits += [one, s.word_starts[a:b], one]
+        return np.concatenate(toks).astype(np.int64, copy=False), np.concatenate(bits), lens
+
+    def masks(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> tuple[MaskedBatch, float]:
+        """The masking of these global samples at `step` (no tensors) -> (MaskedBatch, rate)."""
         rate = self.cfg.masking.eval_rate if evaluation else self.rate(step)
         rng_step = EVAL_STREAM if evaluation else step
+        global_ids = np.asarray(global_ids, dtype=np.int64)
         rows = self.sample_ids(int(global_ids[0]), len(global_ids)) if _contiguous(global_ids) else \
             np.array([self.sample_ids(int(g), 1)[0] for g in global_ids])
-        m = self.cfg.masking
-        if m.unit in ("token", "whole_word") and m.selector == "budget":  # vectorised hot path
-            toks, wss = zip(*(self.sample_tokens(int(r)) for r in rows))
-            out, positions, labels, is_mask, n_pred, n_maskable = mask_batch(
-                self.masker, list(toks), list(wss), np.asarray(global_ids), self.seed, rng_step, rate)
-            return make_batch([out], [positions], [labels], [is_mask], [len(t) for t in toks], n_pred.tolist(),
-                              global_ids, step, rate, n_maskable, late=m.insertion == "late")
-        ids, pos, labels, is_mask, seq_lens, n_pred = [], [], [], [], [], []
-        offset, n_maskable = 0, 0
-        for g, row in zip(global_ids, rows):
-            tokens, ws = self.sample_tokens(int(row))
-            m = self.masker.mask_sample(tokens, ws, sample_rng(self.seed, rng_step, int(g)), rate)
-            ids.append(m.input_ids)
-            pos.append(m.positions + offset)
-            labels.append(m.labels)
-            is_mask.append(m.is_mask_token)
-            seq_lens.append(len(tokens))
-            n_pred.append(len(m.positions))
-            n_maskable += m.num_maskable
-            offset += len(tokens)
-        return make_batch(ids, pos, labels, is_mask, seq_lens, n_pred, global_ids, step, rate, n_maskable,
-                          late=self.cfg.masking.insertion == "late")
+        tokens, bits, lens = self.flat_tokens(rows)
+        return self.masker.mask_flat(tokens, bits, lens, global_ids, self.seed, rng_step, rate), rate
+
+    def __call__(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> UnpaddedBatch:
+        m, rate = self.masks(global_ids, step, evaluation)
+        return make_batch([m.input_ids], [m.positions], [m.labels], [m.is_mask_token], m.lens, m.num_predictions,
+                          global_ids, step, rate, m.num_maskable, late=self.cfg.masking.insertion == "late",
+                          position_ids=m.position_ids)
 
 
 def _contiguous(g: np.ndarray) -> bool:
@@ -127,24 +128,28 @@ def _cu(lengths) -> torch.Tensor:
 
 
 def make_batch(ids, pos, labels, is_mask, seq_lens, n_pred, global_ids, step, rate, n_maskable,
-               late: bool = False) -> UnpaddedBatch:
-    input_ids = np.concatenate(ids)
-    positions = np.concatenate(pos).astype(np.int64)
+               late: bool = False, position_ids: Optional[np.ndarray] = None) -> UnpaddedBatch:
+    """The Emitter: per-sample (or already concatenated, one-element lists) arrays -> UnpaddedBatch.
+    ids int64 [L_i]; pos int64 [m_i] indices into the concatenated [T]; labels int64 [m_i];
+    is_mask bool [m_i]; seq_lens [B]; n_pred [B]; position_ids int64 [T] if already known."""
+    input_ids = np.concatenate(ids) if len(ids) > 1 else np.asarray(ids[0], dtype=np.int64)
+    positions = (np.concatenate(pos) if len(pos) > 1 else pos[0]).astype(np.int64, copy=False)
     lens = np.asarray(seq_lens, dtype=np.int64)
-    position_ids = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    if position_ids is None:
+        position_ids = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
     b = UnpaddedBatch(
         input_ids=torch.from_numpy(input_ids), position_ids=torch.from_numpy(position_ids),
-        cu_seqlens=_cu(seq_lens), max_seqlen=int(max(seq_lens)),
-        mlm_positions=torch.from_numpy(positions), mlm_labels=torch.from_numpy(np.concatenate(labels)),
-        num_predictions=int(len(positions)), mlm_cu_seqlens=_cu(n_pred), max_mlm_seqlen=int(max(n_pred)),
+        cu_seqlens=_cu(lens), max_seqlen=int(lens.max()),
+        mlm_positions=torch.from_numpy(positions), mlm_labels=torch.from_numpy(np.concatenate(labels).astype(np.int64)),
+        num_predictions=int(len(positions)), mlm_cu_seqlens=_cu(n_pred), max_mlm_seqlen=int(np.max(n_pred)),
         sample_index=torch.as_tensor(np.asarray(global_ids, dtype=np.int64)), step=int(step),
         mask_rate=float(rate), num_maskable=int(n_maskable))
     if late:
-        inserted = positions[np.concatenate(is_mask)]
+        inserted = positions[np.concatenate(is_mask)]  # [MASK] slots; random / kept ones stay visible
         keep = np.ones(len(input_ids), dtype=bool)
         keep[inserted] = False
-        seq_of = np.repeat(np.arange(len(seq_lens)), seq_lens)
-        vis_lens = np.bincount(seq_of[keep], minlength=len(seq_lens))
+        cu = np.concatenate([[0], np.cumsum(lens)])
+        vis_lens = lens - np.diff(np.searchsorted(inserted, cu))
         b.visible_index = torch.from_numpy(np.flatnonzero(keep).astype(np.int64))
         b.insert_positions = torch.from_numpy(inserted.astype(np.int64))
         b.cu_seqlens_visible = _cu(vis_lens)

@@ -1,24 +1,44 @@
-"""Masking: Segmenter -> Selector -> Corruptor (per sample) -> Emitter (the collator); schedules."""
+"""Masking: Segmenter (segment.py) -> Selector (select.py) -> Corruptor (corrupt.py), run over a
+whole batch by the Masker (masker.py); the collator (pretrain.data) is the Emitter. Rate
+schedules in schedule.py, counter-based randomness in rng.py."""
+from typing import Optional
+
 from masklab.errors import ConfigError
-from pretrain.masking.masker import EVAL_STREAM, MaskedSample, Masker, sample_rng
+from pretrain.masking.masker import EVAL_STREAM, MaskedBatch, MaskedSample, Masker, sample_rng
 from pretrain.masking.schedule import masking_rate
 
 WORD_UNITS = ("whole_word", "pmi", "span")
 
 
-def build_masker(cfg, tok, shards_manifest=None):
-    """The masker for `cfg` (masking section); checks at start-up what the strategy needs."""
+def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: Optional[int] = None) -> Masker:
+    """The masker for `cfg` (the masking section). Everything the strategy needs is checked here,
+    at start-up, with a clear ConfigError: rates in [0, 1], the late insertion layer inside the
+    model, word boundaries in the shards, a PMI table / weight table made with this tokenizer."""
+    for k in ("rate", "rate_end", "eval_rate"):
+        v = float(getattr(cfg, k))
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"masking.{k}={v} must lie in [0, 1]")
+    if cfg.insertion == "late" and num_layers is not None and not 1 <= cfg.insert_layer < num_layers:
+        raise ConfigError(f"masking.insert_layer={cfg.insert_layer} must be in [1, {num_layers - 1}] "
+                          f"(the model has {num_layers} layers)")
     if cfg.unit in WORD_UNITS and shards_manifest is not None and not shards_manifest.get("word_starts", False):
         raise ConfigError(f"masking.unit={cfg.unit} needs word boundaries, but these shards have none "
-                          "(re-run `masklab prep`)")
+                          "(manifest word_starts is false; re-run `masklab prep`)")
     pmi = None
     if cfg.unit == "pmi":
         if not cfg.pmi_table:
             raise ConfigError("masking.unit=pmi needs masking.pmi_table (build one with `masklab pmi`)")
         from data_prep.pmi import load_pmi_table
 
-        pmi = load_pmi_table(cfg.pmi_table, tok.sha256)
-    return Masker(cfg, tok, pmi)
+        pmi = load_pmi_table(cfg.pmi_table, tok.sha256, tok.vocab_size)
+    weights = None
+    if cfg.informask_weights:
+        if cfg.selector != "budget":
+            raise ConfigError("masking.informask_weights needs masking.selector=budget")
+        from data_prep.weights import load_token_weights
+
+        weights = load_token_weights(cfg.informask_weights, tok.sha256, tok.vocab_size)
+    return Masker(cfg, tok, pmi, weights)
 
 
-__all__ = ["Masker", "MaskedSample", "sample_rng", "masking_rate", "build_masker", "EVAL_STREAM"]
+__all__ = ["Masker", "MaskedSample", "MaskedBatch", "sample_rng", "masking_rate", "build_masker", "EVAL_STREAM"]

@@ -1,90 +1,170 @@
-"""Segmenters: token ids + word-start bits -> maskable units (unit id per token, -1 = never masked).
+"""Segmenters: a flat batch of samples -> maskable units, for the whole batch at once.
 
-Units are contiguous runs of tokens inside one sample (so never across a sequence or
-document boundary). Special and pad tokens are never maskable.
-- token:      every maskable token is a unit;
-- whole_word: a unit per word (word starts are stored per token by data prep: WordPiece `##`,
-              Unigram `▁`, byte-BPE `Ġ` and jieba-segmented CJK alike);
-- pmi:        n-grams of words found in a PMI table (longest first, random among overlaps),
-              the remaining words as whole-word units;
-- span:       SpanBERT-style: words grouped into spans of geometric length (p, capped).
+A unit is a run of maskable tokens that starts at a flagged token and ends before the next
+flagged or unmaskable token, so units never cross a sequence (or document: a sample is a
+chunk of one document) boundary, and special / pad tokens are never in one. A segmenter
+returns the flags: bool [T], True at the first token of every unit.
+- token:      every maskable token;
+- whole_word: every word (word starts come from data prep: WordPiece `##`, Unigram `▁`,
+              byte-BPE `Ġ` and jieba-segmented CJK alike; a chunk that starts mid-word
+              starts a unit there);
+- span:       SpanBERT-style: a sample's words cut into consecutive spans whose lengths are
+              Geometric(span_p) clipped at span_max;
+- pmi:        n-grams of words found in the PMI table (longest first, a random one among
+              overlapping matches of one length), the other words as whole-word units.
+Randomness comes from the batch's counter-based `Stream`, keyed by the sample's global id
+and a position inside the sample, so units do not depend on how a batch is split.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, field
 
 import numpy as np
 
-
-def word_ids(word_starts: np.ndarray, maskable: np.ndarray) -> np.ndarray:
-    """int64 [L]: word index per maskable token (a word never spans an unmaskable token), -1 else."""
-    prev_maskable = np.concatenate([[False], maskable[:-1]])
-    starts = maskable & ((word_starts != 0) | ~prev_maskable)
-    ids = np.cumsum(starts) - 1
-    return np.where(maskable, ids, -1)
+from pretrain.masking import rng as R
 
 
-def token_units(tokens, word_starts, maskable, rng, cfg, pmi=None) -> np.ndarray:
-    ids = np.cumsum(maskable) - 1
-    return np.where(maskable, ids, -1)
+@dataclass
+class FlatBatch:
+    """Samples concatenated. T tokens, B samples."""
+    tokens: np.ndarray  # int64 [T] original ids, [CLS]/[SEP] included
+    word_start: np.ndarray  # bool [T] word-start bits from the shards
+    maskable: np.ndarray  # bool [T] not special / pad
+    seq: np.ndarray  # int64 [T] row of the batch each token belongs to
+    pos: np.ndarray  # int64 [T] position inside its sample
+    starts: np.ndarray  # int64 [B] first token of every sample
+    lens: np.ndarray  # int64 [B]
+    stream: R.Stream
+    _cache: dict = field(default_factory=dict)
 
+    @property
+    def cum_maskable(self) -> np.ndarray:
+        """int64 [T+1]: maskable tokens before each index (exclusive prefix count)."""
+        c = self._cache.get("cm")
+        if c is None:
+            c = self._cache["cm"] = np.concatenate([[0], np.cumsum(self.maskable)])
+        return c
 
-def whole_word_units(tokens, word_starts, maskable, rng, cfg, pmi=None) -> np.ndarray:
-    return word_ids(word_starts, maskable)
+    def run_lengths(self, first: np.ndarray) -> np.ndarray:
+        """int64 [U]: tokens in each unit given the sorted first tokens of all units [U]. A unit's
+        maskable tokens are exactly those between its first token and the next unit's."""
+        cm = self.cum_maskable
+        return np.diff(np.append(cm[first], cm[-1]))
 
-
-def span_units(tokens, word_starts, maskable, rng, cfg, pmi=None) -> np.ndarray:
-    """Group consecutive words into spans whose lengths ~ Geometric(p) clipped at span_max."""
-    w = word_ids(word_starts, maskable)
-    n_words = int(w.max()) + 1 if maskable.any() else 0
-    if n_words == 0:
+    def words(self):
+        """-> (flags bool [T], first int64 [W], length int64 [W], sample int64 [W]) of the words."""
+        w = self._cache.get("words")
+        if w is None:
+            prev = np.concatenate([[False], self.maskable[:-1]])
+            flags = self.maskable & (self.word_start | ~prev)  # a word never continues past a special
+            first = np.flatnonzero(flags)
+            w = self._cache["words"] = (flags, first, self.run_lengths(first), self.seq[first])
         return w
-    lengths = np.minimum(rng.geometric(cfg.span_p, size=n_words), cfg.span_max)
-    span_of_word = np.repeat(np.arange(n_words), lengths)[:n_words]
-    return np.where(w >= 0, span_of_word[np.maximum(w, 0)], -1)
 
 
-def pmi_units(tokens, word_starts, maskable, rng, cfg, pmi=None) -> np.ndarray:
-    """PMI n-gram matches become units (longest first, random order among equal lengths, no
-    overlaps); other words stay whole-word units."""
-    w = word_ids(word_starts, maskable)
-    n_words = int(w.max()) + 1 if maskable.any() else 0
-    if n_words < 2 or pmi is None:
-        return w
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], w])) != 0)  # first token of each run
-    word_start_tok = bounds[w[bounds] >= 0]
-    word_end_tok = np.append(word_start_tok[1:], len(tokens))
-    # a word ends where the next word starts or at the first unmaskable token
-    unmaskable = np.flatnonzero(~maskable)
-    if len(unmaskable):
-        nxt = np.searchsorted(unmaskable, word_start_tok, side="right")
-        cap = np.where(nxt < len(unmaskable), unmaskable[np.minimum(nxt, len(unmaskable) - 1)], len(tokens))
-        word_end_tok = np.minimum(word_end_tok, cap)
-    words = [tuple(tokens[a:b].tolist()) for a, b in zip(word_start_tok, word_end_tok)]
-    cands = []
-    for n in range(pmi.max_n, 1, -1):
-        table = pmi.ngrams.get(n)
-        if not table:
+def token_units(fb: FlatBatch, masker) -> np.ndarray:
+    return fb.maskable
+
+
+def whole_word_units(fb: FlatBatch, masker) -> np.ndarray:
+    return fb.words()[0]
+
+
+def span_units(fb: FlatBatch, masker) -> np.ndarray:
+    """Words grouped into consecutive spans of Geometric(p) words, at most span_max."""
+    flags, first, _, wseq = fb.words()
+    W = len(first)
+    if W == 0:
+        return flags
+    p, cap = float(masker.cfg.span_p), int(masker.cfg.span_max)
+    sample_first_word = np.searchsorted(wseq, np.arange(len(fb.lens)))  # [B]
+    rank = np.arange(W) - sample_first_word[wseq]  # word index inside its sample
+    # span k of a sample gets length L_k (drawn for k = 0..n_words-1: enough spans to cover it)
+    u = fb.stream.uniform(R.SPAN, wseq, rank)
+    if p >= 1.0:
+        lengths = np.ones(W, dtype=np.int64)
+    else:  # inverse CDF of Geometric(p) on {1, 2, ...}
+        lengths = 1 + np.floor(np.log1p(-u) / np.log1p(-p)).astype(np.int64)
+    lengths = np.minimum(lengths, cap)
+    excl = np.cumsum(lengths) - lengths
+    sfw = sample_first_word[wseq]  # [W]
+    start_rank = excl - excl[sfw]  # where span k of the sample starts (word rank)
+    n_words = np.bincount(wseq, minlength=len(fb.lens))
+    ok = start_rank < n_words[wseq]
+    is_span_start = np.zeros(W, dtype=bool)
+    is_span_start[(sfw + start_rank)[ok]] = True
+    out = np.zeros_like(flags)
+    out[first[is_span_start]] = True
+    return out
+
+
+def pmi_units(fb: FlatBatch, masker) -> np.ndarray:
+    """PMI n-gram matches (longest first, random among overlapping same-length matches) as units."""
+    flags, first, length, wseq = fb.words()
+    table = masker.pmi
+    W = len(first)
+    if table is None or W < 2:
+        return flags
+    from data_prep.pmi import ngram_hashes, word_hashes
+
+    wh = word_hashes(fb.tokens, fb.maskable, first, length, table.token_hash)
+    taken = np.zeros(W, dtype=bool)
+    inner = np.zeros(W, dtype=bool)  # words inside (not first of) an accepted n-gram
+    for n in sorted(table.hashes, reverse=True):
+        if n > W:
             continue
-        for i in range(n_words - n + 1):
-            if tuple(words[i:i + n]) in table:
-                cands.append((n, i))
-    if not cands:
-        return w
-    order = rng.permutation(len(cands))
-    cands = sorted((cands[j] for j in order), key=lambda c: -c[0])  # stable: random among equal lengths
-    taken = np.zeros(n_words, dtype=bool)
-    unit_of_word = np.arange(n_words)
-    for n, i in cands:
-        if not taken[i:i + n].any():
-            taken[i:i + n] = True
-            unit_of_word[i:i + n] = i
-    _, dense = np.unique(unit_of_word, return_inverse=True)
-    return np.where(w >= 0, dense[np.maximum(w, 0)], -1)
+        h = ngram_hashes(wh, n)  # [W - n + 1]
+        i = np.arange(W - n + 1)
+        valid = wseq[i] == wseq[i + n - 1]  # inside one sample
+        cand = np.flatnonzero(valid & table.contains(n, h))
+        if len(cand) == 0:
+            continue
+        ct = np.concatenate([[0], np.cumsum(taken)])
+        cand = cand[ct[cand + n] == ct[cand]]  # no word already in a longer match
+        if len(cand) == 0:
+            continue
+        key = fb.stream.uniform(R.PMI + 16 * n, wseq[cand], fb.pos[first[cand]])
+        acc = _random_greedy(cand, key, n)
+        cover = (acc[:, None] + np.arange(n)).ravel()
+        taken[cover] = True
+        inner[(acc[:, None] + np.arange(1, n)).ravel()] = True
+    out = flags.copy()
+    out[first[inner]] = False
+    return out
+
+
+def _random_greedy(cand: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
+    """Accepted starts among sorted same-length candidates `cand` [C] (overlap: |i - j| < n),
+    as taking them one by one in increasing `key` order and skipping overlaps would. Done in
+    rounds: a live candidate whose key is the smallest among its live overlapping neighbours
+    is accepted and its neighbours die (for interval overlaps this equals the sequential greedy)."""
+    alive = np.ones(len(cand), dtype=bool)
+    accepted = np.zeros(len(cand), dtype=bool)
+    C = len(cand)
+    while alive.any():
+        k = np.where(alive, key, np.inf)
+        local_min = alive.copy()
+        for d in range(1, n):  # candidates are sorted, so overlaps are within n-1 neighbours
+            if d >= C:
+                break
+            close = (cand[d:] - cand[:-d]) < n
+            local_min[:-d] &= ~close | (k[:-d] < k[d:])
+            local_min[d:] &= ~close | (k[d:] < k[:-d])
+        accepted |= local_min
+        dead = local_min.copy()
+        for d in range(1, n):
+            if d >= C:
+                break
+            close = (cand[d:] - cand[:-d]) < n
+            dead[d:] |= close & local_min[:-d]
+            dead[:-d] |= close & local_min[d:]
+        alive &= ~dead
+    return cand[accepted]
 
 
 SEGMENTERS = {"token": token_units, "whole_word": whole_word_units, "span": span_units, "pmi": pmi_units}
 
 
-def segment(unit: str, tokens, word_starts, maskable, rng, cfg, pmi: Optional[object] = None) -> np.ndarray:
-    return SEGMENTERS[unit](tokens, word_starts, maskable, rng, cfg, pmi)
+def segment(unit: str, fb: FlatBatch, masker) -> np.ndarray:
+    """-> bool [T]: first token of every unit."""
+    return SEGMENTERS[unit](fb, masker)
