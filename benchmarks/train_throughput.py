@@ -128,8 +128,9 @@ def build_systems(size: str, info, vocab: int):
                               cls_token_id=101, sep_token_id=102, sparse_prediction=True,
                               attn_implementation="sdpa")
         systems["HF ModernBertForMaskedLM (sdpa, sparse_prediction)"] = ("hf", ModernBertForMaskedLM(mb))
+        # same function as HF's: ModernBertConfig's dropouts all default to 0 (ModernBERT's recipe)
         cfg = load_config(None, ov + ["model.preset=modernbert", f"model.intermediate_size={s['intermediate_size'] * 3 // 8}",
-                                      "model.local_window=64", "model.layer_norm_eps=1e-5"])
+                                      "model.local_window=64", "model.layer_norm_eps=1e-5", "model.hidden_dropout=0"])
         systems["ours: modernbert preset (unpadded + sparse head)"] = ("ours", build_model(cfg.model, info), cfg)
     for label, extra in [("ours: unpadded + sparse head", []),  # noqa: E501
                          ("ours: + sparse last layer", ["model.sparse_prediction=last_layer"]),

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -79,8 +80,10 @@ def _jobs(subset: bool) -> list[dict]:
     from kernels import triton_rows as R
 
     jobs = []
+    # subset (the CI test, ~1 min cold on 2 cores): the training dtype, BERT-base and the largest head
+    # dim, every shipped config; the full list adds fp16/fp32, d32 and the windowed variants
     dtypes = ["bf16"] if subset else ["bf16", "fp16", "fp32"]
-    head_dims = [64] if subset else [32, 64, 128]
+    head_dims = [64, 128] if subset else [32, 64, 128]
     ints = ["stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_vt", "stride_vh"]
     for dt in dtypes:
         for hd in head_dims:
@@ -88,10 +91,9 @@ def _jobs(subset: bool) -> list[dict]:
                 variant = f"{dt} d{hd}" + (f" w{window}" if window else "")
                 const = {"HEAD_DIM": hd, "WINDOW": window, "UPCAST": False}
                 fsig = {n: f"*{dt}" for n in "QKVO"} | {"LSE": "*fp32", "cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
-                fsig |= {n: "i64" for n in ints + ["stride_ot", "stride_oh", "total_q", "H", "D"]}
+                fsig |= {n: "i64" for n in ints + ["stride_ot", "stride_oh", "total_q", "H", "D", "seq_bucket"]}
                 hc = A.head_class(hd)
-                fwd_cfgs = A.FWD_CONFIGS[hc][:1] if subset else A.FWD_CONFIGS[hc]
-                bwd_cfgs = A.BWD_CONFIGS[hc][:1] if subset else A.BWD_CONFIGS[hc]
+                fwd_cfgs, bwd_cfgs = A.FWD_CONFIGS[hc], A.BWD_CONFIGS[hc]
                 for m, n, w, s in fwd_cfgs:
                     jobs.append(dict(kernel="attn_fwd", fn=A._fwd_kernel, sig=fsig, variant=variant,
                                      const=const | {"BLOCK_M": m, "BLOCK_N": n}, warps=w, stages=s))
@@ -99,20 +101,24 @@ def _jobs(subset: bool) -> list[dict]:
                 for name, fn, outs in (("attn_bwd_dkdv", A._bwd_dkdv_kernel, ("DK", "DV")),
                                        ("attn_bwd_dq", A._bwd_dq_kernel, ("DQ",))):
                     sig = dict(bsig) | {o: f"*{dt}" for o in outs} | {"cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
-                    sig |= {n: "i64" for n in ints + ["stride_dot", "stride_doh", "total_q", "H", "D",
+                    sig |= {n: "i64" for n in ints + ["stride_dot", "stride_doh", "total_q", "H", "D", "seq_bucket",
                                                       "stride_gt", "stride_gh"]}
                     sig = {a: sig[a] for a in fn.arg_names if a in sig}
                     for m, n, w, s in bwd_cfgs:
                         jobs.append(dict(kernel=name, fn=fn, sig=sig, variant=variant,
                                          const=const | {"BLOCK_M": m, "BLOCK_N": n}, warps=w, stages=s))
+            sig = {"O": f"*{dt}", "DO": f"*{dt}", "DELTA": "*fp32"}
+            sig |= {n: "i64" for n in ("stride_ot", "stride_oh", "stride_dot", "stride_doh", "total_q", "D")}
+            jobs.append(dict(kernel="attn_bwd_pre", fn=A._bwd_preprocess, sig=sig, variant=f"{dt} d{hd}",
+                             const={"HEAD_DIM": hd, "BLOCK_T": A.PRE_BLOCK_T}, warps=A.PRE_NUM_WARPS, stages=1))
         sig = {"LOGITS": f"*{dt}", "stride_l": "i64", "LABELS": "*i64", "RUN_M": "*fp32", "RUN_L": "*fp32",
                "TGT": "*fp32", "BEST": "*fp32", "BEST_IDX": "*i64", "M": "i64", "C": "i64", "v_offset": "i64"}
         jobs.append(dict(kernel="mlm_ce_fwd", fn=L._ce_fwd_chunk, sig=sig, variant=dt,
                          const={"BLOCK_M": L.BLOCK_ROWS, "BLOCK_C": L.BLOCK_COLS}, warps=4, stages=2))
-        sig = {"LOGITS": f"*{dt}", "stride_l": "i64", "LABELS": "*i64", "LSE": "*fp32", "M": "i64", "C": "i64",
-               "v_offset": "i64", "grad_scale": "fp32"}
+        sig = {"LOGITS": f"*{dt}", "stride_l": "i64", "LABELS": "*i64", "LSE": "*fp32", "GRAD": "*fp32", "M": "i64",
+               "C": "i64", "v_offset": "i64"}
         jobs.append(dict(kernel="mlm_ce_bwd", fn=L._ce_bwd_chunk, sig=sig, variant=dt,
-                         const={"BLOCK_M": L.BLOCK_ROWS, "BLOCK_C": 256}, warps=4, stages=2))
+                         const={"BLOCK_M": L.BLOCK_ROWS, "BLOCK_C": L.BWD_BLOCK_COLS}, warps=4, stages=2))
         for atomic in (False, True):
             sig = {"SRC": f"*{dt}", "DST": "*fp32" if atomic else f"*{dt}", "SRC_IDX": "*i64", "DST_IDX": "*i64",
                    "n": "i64", "F": "i64"}
@@ -123,14 +129,15 @@ def _jobs(subset: bool) -> list[dict]:
 
 
 def _source_hash(fn) -> str:
-    return hashlib.sha256(inspect.getsource(fn.fn if hasattr(fn, "fn") else fn).encode()).hexdigest()[:16]
+    # the whole module: a kernel's cache entry must also change when a @triton.jit helper it calls does
+    fn = fn.fn if hasattr(fn, "fn") else fn
+    return hashlib.sha256(inspect.getsource(inspect.getmodule(fn)).encode()).hexdigest()[:16]
 
 
 def _compile_one(job: dict, target: str, tools) -> Result:
     triton, ASTSource, GPUTarget, cuobjdump = tools
-    cfg = f"{job['const'].get('BLOCK_M', job['const'].get('BLOCK_R', ''))}x" \
-          f"{job['const'].get('BLOCK_N', job['const'].get('BLOCK_C', job['const'].get('BLOCK_F', '')))} " \
-          f"w{job['warps']} s{job['stages']}"
+    cfg = "x".join(str(v) for k, v in job["const"].items() if k.startswith("BLOCK_")) + \
+        f" w{job['warps']} s{job['stages']}"
     res = Result(job["kernel"], target, job["variant"], cfg, ok=False)
     key = hashlib.sha256(json.dumps([_source_hash(job["fn"]), triton.__version__, target, job["sig"],
                                      {k: str(v) for k, v in job["const"].items()}, job["warps"], job["stages"]],
@@ -204,12 +211,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="masklab gpu-check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_args(ap)
-    return _run(ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except MaskLabError as e:  # a usage error (bad target, interpreter on): one line, exit 2 like argparse
+        print(f"masklab gpu-check: error: {e}", file=sys.stderr)
+        return 2
 
 
 def add_args(ap) -> None:
     ap.add_argument("--target", nargs="+", default=["sm_90", "sm_80"], help=f"targets ({', '.join(TARGETS)})")
-    ap.add_argument("--subset", action="store_true", help="one dtype / head dim / config per kernel (fast)")
+    ap.add_argument("--subset", action="store_true", help="bf16, head dims 64/128, no window: every config (fast)")
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--out", help="also write the table to this markdown file")
 

@@ -2,11 +2,14 @@
 
 Same signature and semantics as `kernels.attention.varlen_attention_torch`: q [Tq, H, d],
 k/v [Tk, H, d] packed per `cu_seqlens_q/k` (int32 [B+1]); non-causal; optional sliding window
-(query i sees key j iff |i - j| <= window // 2); a query whose sequence has no keys outputs 0.
+(query i sees key j iff |i - j| <= window // 2); a query that sees no key (its sequence has no
+keys, or none inside its window) outputs 0. Grid: (blocks over max_seqlen, batch x heads).
 Online softmax; the forward saves the logsumexp [H, Tq] (fp32); no [L x L] matrix exists.
-The backward is deterministic (no atomics): one kernel per key block writes dk/dv, one per
-query block writes dq. On GPU the tiles go to `tl.dot` in bf16/fp16 with fp32 accumulation;
-in the interpreter bf16 is upcast after loading (its bf16 arithmetic is broken).
+The backward is deterministic (no atomics): a preprocess kernel writes delta = rowsum(dO * O)
+[H, Tq], one kernel per key block writes dk/dv, one per query block writes dq. Autotuned (on
+GPU) over a short config list keyed on head dim, window and a max-seqlen bucket. On GPU the
+tiles go to `tl.dot` in bf16/fp16 with fp32 accumulation; in the interpreter bf16 is upcast
+after loading (its bf16 arithmetic is broken).
 """
 from __future__ import annotations
 
@@ -30,10 +33,17 @@ FWD_CONFIGS = {64: [(128, 64, 8, 3), (64, 64, 4, 3)],
 BWD_CONFIGS = {64: [(32, 64, 8, 2), (32, 32, 4, 2)],
                128: [(32, 32, 8, 2), (32, 32, 4, 2)]}
 INTERPRET_CONFIG = (32, 32, 4, 1)
+PRE_BLOCK_T = 64  # rows per program of the delta preprocess
+PRE_NUM_WARPS = 8  # 4 warps spill at d128 on sm_90 (gpu-check): 64 x 128 x 2 fp32 values + int64 pointers
 
 
 def head_class(head_dim: int) -> int:
     return 64 if head_dim <= 64 else 128
+
+
+def seq_bucket(max_seqlen: int) -> int:
+    """Autotune key for the length: powers of two from 64 to 8192 (few re-tunes, lengths differ per batch)."""
+    return min(max(64, triton.next_power_of_2(max(int(max_seqlen), 1))), 8192)
 
 
 def _configs(table):
@@ -54,7 +64,7 @@ def _load_block(ptr, rows, n_rows, stride_t, offs_d, D, UPCAST: tl.constexpr):
 
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, sm_scale, stride_qt, stride_qh, stride_kt, stride_kh,
-                stride_vt, stride_vh, stride_ot, stride_oh, total_q, H, D,
+                stride_vt, stride_vh, stride_ot, stride_oh, total_q, H, D, seq_bucket,
                 HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -123,7 +133,7 @@ def _recompute_p(q, k, lse, offs_m, cols, k_len, sm_scale, WINDOW: tl.constexpr)
 
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
-                     stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D,
+                     stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D, seq_bucket,
                      stride_gt, stride_gh,
                      HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -174,7 +184,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stri
 
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
-                   stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D,
+                   stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D, seq_bucket,
                    stride_gt, stride_gh,
                    HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -218,8 +228,24 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt,
              dq.to(DQ.dtype.element_ty), mask=(offs_m[:, None] < q_len) & (offs_d[None, :] < D))
 
 
+@triton.jit
+def _bwd_preprocess(O, DO, DELTA, stride_ot, stride_oh, stride_dot, stride_doh, total_q, D,
+                    HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr):
+    """delta[h, t] = sum_d dO[t, h, d] * O[t, h, d] (fp32): the softmax-backward row term."""
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    h = tl.program_id(1).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask = (rows[:, None] < total_q) & (offs_d[None, :] < D)
+    r64 = rows[:, None].to(tl.int64)
+    o = tl.load(O + r64 * stride_ot + h * stride_oh + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + r64 * stride_dot + h * stride_doh + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(DELTA + h * total_q + rows, tl.sum(o * do, 1), mask=rows < total_q)
+
+
 def _tuned(kernel, table):
-    return {hc: triton.autotune(configs=_configs(cfgs), key=["HEAD_DIM", "WINDOW"])(kernel) for hc, cfgs in table.items()}
+    # keyed on head dim, window and length bucket: the best tile differs between L=128 and L=512
+    return {hc: triton.autotune(configs=_configs(cfgs), key=["HEAD_DIM", "WINDOW", "seq_bucket"])(kernel)
+            for hc, cfgs in table.items()}
 
 
 _FWD = _tuned(_fwd_kernel, FWD_CONFIGS)
@@ -255,7 +281,7 @@ class _VarlenAttention(torch.autograd.Function):
         w = int(window or 0)
         _FWD[hc][lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
             q, k, v, o, lse, cu_q, cu_k, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-            v.stride(0), v.stride(1), o.stride(0), o.stride(1), Tq, H, D,
+            v.stride(0), v.stride(1), o.stride(0), o.stride(1), Tq, H, D, seq_bucket(max_q),
             HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)
         ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k)
         ctx.args = (max_q, max_k, scale, w, HD, upcast)
@@ -268,13 +294,15 @@ class _VarlenAttention(torch.autograd.Function):
         do = do.contiguous()
         Tq, H, D = q.shape
         B = cu_q.numel() - 1
-        # delta_i = rowsum(dO_i * O_i): an elementwise reduction, no tile reuse to gain from Triton
-        delta = (do.float() * o.float()).sum(-1).transpose(0, 1).contiguous()  # [H, Tq]
+        delta = torch.empty((H, Tq), device=q.device, dtype=torch.float32)  # rowsum(dO * O), fp32
+        _bwd_preprocess[(triton.cdiv(Tq, PRE_BLOCK_T), H)](o, do, delta, o.stride(0), o.stride(1), do.stride(0),
+                                                          do.stride(1), Tq, D, HEAD_DIM=HD, BLOCK_T=PRE_BLOCK_T,
+                                                          num_warps=PRE_NUM_WARPS)
         dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
         dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
         dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
         common = (cu_q, cu_k, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-                  do.stride(0), do.stride(1), Tq, H, D)
+                  do.stride(0), do.stride(1), Tq, H, D, seq_bucket(max(max_q, max_k)))
         hc = head_class(D)
         _BWD_DKDV[hc][lambda m: (triton.cdiv(max(max_k, 1), m["BLOCK_N"]), B * H)](
             q, k, v, do, lse, delta, dk, dv, *common, dk.stride(0), dk.stride(1), HEAD_DIM=HD, WINDOW=w, UPCAST=upcast)

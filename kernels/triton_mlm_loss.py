@@ -24,6 +24,7 @@ from kernels.mlm_loss import IGNORE_INDEX, check_mlm_args, head_transform
 
 BLOCK_ROWS = 16
 BLOCK_COLS = 128  # wider fp32 tiles spill on sm_80/sm_90 (masklab gpu-check)
+BWD_BLOCK_COLS = 256  # the backward tile holds no running state: wider fits
 
 
 @triton.jit
@@ -60,8 +61,9 @@ def _ce_fwd_chunk(LOGITS, stride_l, LABELS, RUN_M, RUN_L, TGT, BEST, BEST_IDX, M
 
 
 @triton.jit
-def _ce_bwd_chunk(LOGITS, stride_l, LABELS, LSE, M, C, v_offset, grad_scale,
+def _ce_bwd_chunk(LOGITS, stride_l, LABELS, LSE, GRAD, M, C, v_offset,
                   BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    # GRAD: the incoming d(loss_sum), read on the device (a float() of it would sync the GPU)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     rmask = rows < M
@@ -72,7 +74,7 @@ def _ce_bwd_chunk(LOGITS, stride_l, LABELS, LSE, M, C, v_offset, grad_scale,
     ptr = LOGITS + rows[:, None].to(tl.int64) * stride_l + cols[None, :]
     s = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
     g = tl.exp(s - lse[:, None]) - tl.where(cols[None, :] == labels[:, None], 1.0, 0.0)
-    g = tl.where((raw != -100)[:, None], g * grad_scale, 0.0)
+    g = tl.where((raw != -100)[:, None], g * tl.load(GRAD).to(tl.float32), 0.0)
     tl.store(ptr, g.to(LOGITS.dtype.element_ty), mask=mask)
 
 
@@ -84,10 +86,10 @@ def _fold_triton(logits, labels, state, v0):
 
 def _fold_torch(logits, labels, state, v0):
     run_m, run_l, tgt, best, best_idx = state
-    s = logits.float()
+    s = logits.to(run_m.dtype)
     tile_max, tile_arg = s.max(1)
     m_new = torch.maximum(run_m, tile_max)
-    run_l.mul_(torch.exp(run_m - m_new)).add_(torch.exp(s - m_new[:, None]).sum(1))
+    run_l.mul_(torch.exp(run_m - m_new)).add_((s - m_new[:, None]).exp_().sum(1))  # one [M, C] temporary
     run_m.copy_(m_new)
     local = labels - v0
     inside = (local >= 0) & (local < s.shape[1])
@@ -98,24 +100,31 @@ def _fold_torch(logits, labels, state, v0):
 
 
 def _grad_triton(logits, labels, lse, v0, scale):
+    """In place: logits [M, C] -> (softmax - onehot) * scale, zero rows for label -100; scale: 0-dim tensor."""
     M, C = logits.shape
-    bc = min(256, triton.next_power_of_2(C))
-    _ce_bwd_chunk[(triton.cdiv(M, BLOCK_ROWS), triton.cdiv(C, bc))](logits, logits.stride(0), labels, lse, M, C, v0,
-                                                                    float(scale), BLOCK_M=BLOCK_ROWS, BLOCK_C=bc)
+    bc = min(BWD_BLOCK_COLS, triton.next_power_of_2(C))
+    grid = (triton.cdiv(M, BLOCK_ROWS), triton.cdiv(C, bc))
+    if grid[1] > 65535:
+        raise ValueError(f"vocab_chunk={C} needs {grid[1]} column blocks > 65535; use a smaller vocab_chunk")
+    _ce_bwd_chunk[grid](logits, logits.stride(0), labels, lse, scale, M, C, v0, BLOCK_M=BLOCK_ROWS, BLOCK_C=bc)
     return logits
 
 
-def _grad_torch(logits, labels, lse, v0, scale):
+def _grad_torch(logits, labels, lse, v0, scale):  # the torch twin of _grad_triton
     # in place on the chunk: one [M, C] buffer alive, as in the Triton kernel
-    g = logits if logits.dtype == torch.float32 else logits.float()
+    g = logits if logits.dtype == lse.dtype else logits.to(lse.dtype)
     g.sub_(lse[:, None]).exp_()
     local = labels - v0
     rows = torch.nonzero((local >= 0) & (local < g.shape[1])).flatten()
     g[rows, local[rows]] -= 1.0
     g[labels == IGNORE_INDEX] = 0.0
-    if scale != 1.0:
-        g.mul_(scale)
+    g.mul_(scale)
     return g.to(logits.dtype)
+
+
+def _acc_dtype(dtype):
+    """fp32 statistics and gradient sums (fp64 stays fp64, as in the reference, for gradcheck)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
@@ -124,9 +133,10 @@ class _ChunkedLinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, labels, chunk, use_triton):
         M, V = x.shape[0], weight.shape[0]
-        dev = x.device
-        state = (torch.full((M,), float("-inf"), device=dev), torch.zeros(M, device=dev), torch.zeros(M, device=dev),
-                 torch.full((M,), float("-inf"), device=dev), torch.zeros(M, device=dev, dtype=torch.int64))
+        f = dict(device=x.device, dtype=_acc_dtype(x.dtype))
+        # running max, running sum of exp, target logit, best logit, its index; per row
+        state = (torch.full((M,), float("-inf"), **f), torch.zeros(M, **f), torch.zeros(M, **f),
+                 torch.full((M,), float("-inf"), **f), torch.zeros(M, device=x.device, dtype=torch.int64))
         fold = _fold_triton if use_triton else _fold_torch
         for v0 in range(0, V, chunk):
             w = weight[v0:v0 + chunk]
@@ -147,26 +157,28 @@ class _ChunkedLinearCE(torch.autograd.Function):
         x, weight, bias, labels, lse = ctx.saved_tensors
         chunk, V = ctx.chunk, weight.shape[0]
         grad_fn = _grad_triton if ctx.use_triton else _grad_torch
-        dx = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        acc = _acc_dtype(x.dtype)
+        dx = torch.zeros(x.shape, device=x.device, dtype=acc)
         dw = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
-        db = torch.empty(V, device=x.device, dtype=torch.float32) if bias is not None and ctx.needs_input_grad[2] else None
-        scale = grad_loss.float()
+        db = torch.empty(V, device=x.device, dtype=acc) if bias is not None and ctx.needs_input_grad[2] else None
+        scale = grad_loss.to(acc).reshape(())
         for v0 in range(0, V, chunk):
             w = weight[v0:v0 + chunk]
             logits = torch.addmm(bias[v0:v0 + chunk], x, w.t()) if bias is not None else x @ w.t()
-            g = grad_fn(logits, labels, lse, v0, 1.0)  # in place: no second [M, C] buffer
-            g.mul_(scale.to(g.dtype))
-            dx += (g @ w).float()
+            g = grad_fn(logits, labels, lse, v0, scale)  # in place: no second [M, C] buffer
+            dx += (g @ w).to(acc)
             if dw is not None:
                 dw[v0:v0 + chunk] = (g.t() @ x).to(dw.dtype)
             if db is not None:
-                db[v0:v0 + chunk] = g.float().sum(0)
+                db[v0:v0 + chunk] = g.to(acc).sum(0)
         return dx.to(x.dtype), dw, (db.to(bias.dtype) if db is not None else None), None, None, None
 
 
 def _masked_token_loss(use_triton: bool, hidden, positions, labels, dense_weight, dense_bias, ln_weight, ln_bias,
                        decoder_weight, decoder_bias, ln_eps, vocab_chunk):
     check_mlm_args(hidden, positions, labels, decoder_weight)
+    if int(vocab_chunk) < 1:
+        raise ValueError(f"vocab_chunk must be >= 1, got {vocab_chunk}")
     if use_triton:
         from kernels.triton_rows import gather_rows_triton as gather
     else:
@@ -176,7 +188,9 @@ def _masked_token_loss(use_triton: bool, hidden, positions, labels, dense_weight
         decoder_weight = decoder_weight.to(x.dtype)
         decoder_bias = decoder_bias.to(x.dtype) if decoder_bias is not None else None
     if x.shape[0] == 0:
-        zero = (x.sum() + decoder_weight.sum() * 0).float()
+        # zero loss that still reaches every parameter (zero grads, not None: DDP expects all of them)
+        zero = x.sum() + decoder_weight.sum() * 0
+        zero = (zero + decoder_bias.sum() * 0 if decoder_bias is not None else zero).float()
         return zero, torch.zeros((), dtype=torch.int64, device=x.device)
     return _ChunkedLinearCE.apply(x, decoder_weight, decoder_bias, labels, int(vocab_chunk), use_triton)
 

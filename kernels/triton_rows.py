@@ -9,6 +9,8 @@ an fp32 buffer, since bf16 atomics are not portable (and fail in the interpreter
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -55,7 +57,8 @@ def _launch(src, dst, src_idx, dst_idx, n, atomic=False):
 
 
 def _flat(x):
-    return x.reshape(x.shape[0], -1).contiguous()
+    """[N, ...] -> contiguous [N, F]; explicit F, since reshape(0, -1) is ambiguous for N = 0."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).contiguous()
 
 
 def _gather(x, index):

@@ -2,8 +2,11 @@
 
 - `export_hf(checkpoint, out_dir)`: config.json + model.safetensors + tokenizer files; loads
   with `AutoModelForMaskedLM.from_pretrained(out_dir)` (no remote code).
-- `import_hf(hf_dir)`: an HF BERT (BertModel / BertForMaskedLM) directory -> our model.
+- `import_hf(hf_dir)`: an HF BERT / ModernBERT directory (MLM or base model) -> our model.
 - `load_pretrained(path)`: our checkpoint dir or run dir (latest checkpoint) -> model.
+Each preset's mapping lives in `pretrain.hf_<preset>` (hf_config, to_hf_state_dict,
+from_hf_state_dict, model_cfg_from_hf, optionally export_blockers); this module checks what
+no mapping can carry: options the HF class cannot express, untied decoders, vocab mismatches.
 """
 from __future__ import annotations
 
@@ -54,17 +57,27 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), tok, cfg
 
 
+def check_exportable(model_cfg) -> None:
+    """Raise CheckpointError naming every option of `model_cfg` the preset's HF class cannot
+    express (checked before anything is loaded or written)."""
+    m = _mapping(model_cfg.preset)
+    blockers = list(getattr(m, "export_blockers", lambda _: [])(model_cfg))
+    if blockers:
+        raise CheckpointError(f"cannot export a '{model_cfg.preset}' model to Hugging Face: " + "; ".join(blockers))
+
+
 def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write an HF directory for a checkpoint (atomically: temp dir, then rename)."""
     ckpt = resolve_checkpoint(path)
-    model, tok, cfg = load_pretrained(ckpt)
+    check_exportable(from_yaml_text((ckpt / "config.yaml").read_text()).model)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"export target {out} exists and is not empty (pass --overwrite)")
+    model, _, cfg = load_pretrained(ckpt)
     m = _mapping(cfg.model.preset)
     _, info = load_tokenizer(ckpt / "tokenizer")
-    hf_cfg = m.hf_config(cfg.model, model.vocab_size, info.pad_id, info.cls_id, info.sep_id) \
-        if cfg.model.preset == "modernbert" else m.hf_config(cfg.model, model.vocab_size, info.pad_id)
+    ids = {"cls_id": info.cls_id, "sep_id": info.sep_id} if cfg.model.preset == "modernbert" else {}
+    hf_cfg = m.hf_config(cfg.model, model.vocab_size, info.pad_id, **ids)  # vocab_size: the padded one
     state = m.to_hf_state_dict(model.state_dict(), cfg.model.num_layers)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,8 +89,12 @@ def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) ->
         save_file({k: v for k, v in state.items() if k not in tied}, str(tmp / "model.safetensors"),
                   metadata={"format": "pt"})
         _save_hf_tokenizer(ckpt / "tokenizer" / "tokenizer.json", tmp, cfg, info)
-        (tmp / "masklab_export.json").write_text(json.dumps({"source_checkpoint": str(ckpt.resolve()),
-                                                             "preset": cfg.model.preset}, indent=1))
+        # late insertion: the HF class feeds [MASK] at the input, which layers < k never saw in
+        # training; encoder use (AutoModel) is exact, MLM predictions are the input-mask variant
+        meta = {"source_checkpoint": str(ckpt.resolve()), "preset": cfg.model.preset,
+                "tokenizer_vocab_size": info.vocab_size, "padded_vocab_size": model.vocab_size,
+                "masking_insertion": cfg.masking.insertion, "insert_layer": cfg.masking.insert_layer}
+        (tmp / "masklab_export.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -105,22 +122,30 @@ def import_hf(hf_dir: str | Path, device: str | torch.device = "cpu"):
     d = Path(hf_dir)
     if not (d / "config.json").is_file():
         raise CheckpointError(f"{d} is not a Hugging Face model directory (no config.json)")
-    hf_cfg = AutoConfig.from_pretrained(d)
+    try:
+        hf_cfg = AutoConfig.from_pretrained(d)
+    except (ValueError, KeyError, OSError) as e:  # an unknown model_type, a broken config.json
+        raise CheckpointError(f"cannot read the Hugging Face config in {d}: {str(e).splitlines()[0]}") from None
     preset = {"bert": "bert", "modernbert": "modernbert"}.get(hf_cfg.model_type)
     if preset is None:
-        raise CheckpointError(f"cannot import model_type '{hf_cfg.model_type}': supported are bert, modernbert")
+        raise CheckpointError(f"cannot import model_type '{hf_cfg.model_type}' "
+                              f"(architectures {getattr(hf_cfg, 'architectures', None)}): supported are bert, modernbert")
     m = _mapping(preset)
     cfg = OmegaConf.structured(MaskLabConfig)
     m.model_cfg_from_hf(hf_cfg, cfg.model)
+    if not (d / "tokenizer.json").is_file():
+        raise CheckpointError(f"{d} has no tokenizer.json (a fast tokenizer is needed to use the model)")
     tok, info = load_tokenizer(d)
-    if info.vocab_size > cfg.model.vocab_size:
-        raise CheckpointError(f"tokenizer vocabulary ({info.vocab_size}) exceeds the model's ({cfg.model.vocab_size})")
+    if info.vocab_size > cfg.model.vocab_size:  # smaller is fine: the model's vocab may be padded
+        raise CheckpointError(f"tokenizer vocabulary ({info.vocab_size} ids) exceeds the model's vocab_size "
+                              f"({cfg.model.vocab_size}): the tokenizer does not belong to this model")
     files = sorted(d.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{d} has no .safetensors weights (pickled .bin weights are not loaded)")
     hf_state = {}
     for f in files:
         hf_state.update(load_file(str(f)))
+    _check_tied(hf_state, d)
     model = build_model(cfg.model, info)
     ours = m.from_hf_state_dict(hf_state, cfg.model.num_layers)
     missing, unexpected = model.load_state_dict(ours, strict=False)
@@ -131,3 +156,13 @@ def import_hf(hf_dir: str | Path, device: str | torch.device = "cpu"):
     if set(missing) - set(head_missing):
         raise CheckpointError(f"weights missing when importing {d}: {sorted(set(missing) - set(head_missing))[:5]}")
     return model.to(device).eval(), tok, cfg
+
+
+def _check_tied(hf_state: dict[str, torch.Tensor], d: Path) -> None:
+    """Both presets tie the MLM decoder to the word embeddings; an untied, different decoder
+    would be dropped silently, so it is an error."""
+    emb = [v for k, v in hf_state.items() if k.endswith(("word_embeddings.weight", "tok_embeddings.weight"))]
+    for k, v in hf_state.items():
+        if k.endswith("decoder.weight") and emb and not torch.equal(v, emb[0]):
+            raise CheckpointError(f"{d}: {k} is not tied to the word embeddings (tie_word_embeddings=False); "
+                                  "MaskLab presets tie them and cannot import it")

@@ -1,4 +1,10 @@
-"""`modernbert` preset <-> transformers' ModernBertForMaskedLM: config and weight mapping."""
+"""`modernbert` preset <-> transformers' ModernBertForMaskedLM: config and weight mapping.
+
+Weights are a rename (our module names follow HF's); the decoder weight is tied to
+`model.embeddings.tok_embeddings.weight` and stored once. Layer 0 has no attn_norm in either.
+The exported config carries the padded vocab size and explicit values for every option whose
+HF default would silently change the function (biases, activations, sparse prediction).
+"""
 from __future__ import annotations
 
 import torch
@@ -11,33 +17,55 @@ _LAYER = {"attn_norm.weight": "attn_norm.weight", "Wqkv.weight": "attn.Wqkv.weig
 _TOP = {"embeddings.tok_embeddings.weight": "model.embeddings.tok_embeddings.weight",
         "embeddings.norm.weight": "model.embeddings.norm.weight", "final_norm.weight": "model.final_norm.weight",
         "head.dense.weight": "head.dense.weight", "head.norm.weight": "head.norm.weight", "head.bias": "decoder.bias"}
+EMBEDDING_KEY, DECODER_KEY = "model.embeddings.tok_embeddings.weight", "decoder.weight"
+# model-section fields that define the function the HF class computes (the export round-trip checks them)
+ARCH_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "layer_norm_eps",
+               "global_attn_every", "local_window", "rope_theta", "local_rope_theta")
 
 
 def layer_types(num_layers: int, every: int) -> list[str]:
+    """HF's rule: layer i is full (global) attention iff i % every == 0."""
     return ["full_attention" if i % every == 0 else "sliding_attention" for i in range(num_layers)]
 
 
+def export_blockers(model_cfg) -> list[str]:
+    """Options of our config that ModernBertForMaskedLM cannot reproduce, each naming the option."""
+    out = []
+    if model_cfg.hidden_size % model_cfg.num_heads or (model_cfg.hidden_size // model_cfg.num_heads) % 2:
+        out.append(f"model.hidden_size={model_cfg.hidden_size} / model.num_heads={model_cfg.num_heads}: "
+                   "HF's rotary embedding needs an even integer head dim")
+    if model_cfg.local_window < 0:
+        out.append(f"model.local_window={model_cfg.local_window}: HF's local_attention must be >= 0")
+    if model_cfg.global_attn_every < 1:
+        out.append(f"model.global_attn_every={model_cfg.global_attn_every}: must be >= 1")
+    return out
+
+
 def hf_config(model_cfg, vocab_size: int, pad_id: int = 0, cls_id: int = 2, sep_id: int = 3) -> ModernBertConfig:
-    if model_cfg.local_window % 2:
-        raise CheckpointError(f"model.local_window={model_cfg.local_window} must be even to map onto "
-                              "ModernBertConfig.local_attention")
+    """Our model section (+ padded vocab, tokenizer ids) -> ModernBertConfig."""
+    d = float(model_cfg.hidden_dropout)
     return ModernBertConfig(
         vocab_size=vocab_size, hidden_size=model_cfg.hidden_size, intermediate_size=model_cfg.intermediate_size,
         num_hidden_layers=model_cfg.num_layers, num_attention_heads=model_cfg.num_heads,
-        max_position_embeddings=model_cfg.max_position_embeddings, norm_eps=model_cfg.layer_norm_eps,
+        max_position_embeddings=model_cfg.max_position_embeddings, norm_eps=float(model_cfg.layer_norm_eps),
         layer_types=layer_types(model_cfg.num_layers, model_cfg.global_attn_every),
-        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": model_cfg.rope_theta},
-                         "sliding_attention": {"rope_type": "default", "rope_theta": model_cfg.local_rope_theta}},
-        local_attention=model_cfg.local_window, embedding_dropout=model_cfg.hidden_dropout,
-        mlp_dropout=model_cfg.hidden_dropout, attention_dropout=model_cfg.hidden_dropout,
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": float(model_cfg.rope_theta)},
+                         "sliding_attention": {"rope_type": "default",
+                                               "rope_theta": float(model_cfg.local_rope_theta)}},
+        local_attention=model_cfg.local_window,  # HF: |i - j| <= local_attention // 2, as our kernel
+        hidden_activation="gelu", classifier_activation="gelu",  # ACT2FN["gelu"] is erf GELU = F.gelu
+        norm_bias=False, attention_bias=False, mlp_bias=False, classifier_bias=False, decoder_bias=True,
+        sparse_prediction=False,  # full [B, L, V] logits, as fill-mask and AutoModelForMaskedLM users expect
+        embedding_dropout=d, mlp_dropout=d, attention_dropout=d,
         initializer_range=model_cfg.initializer_range, pad_token_id=pad_id, bos_token_id=cls_id,
         eos_token_id=sep_id, cls_token_id=cls_id, sep_token_id=sep_id, tie_word_embeddings=True,
         architectures=["ModernBertForMaskedLM"])
 
 
 def to_hf_state_dict(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """Our state dict -> ModernBertForMaskedLM's (decoder.weight included, tied to the embeddings)."""
     out = {hf: state[ours] for ours, hf in _TOP.items()}
-    out["decoder.weight"] = state["embeddings.tok_embeddings.weight"]
+    out[DECODER_KEY] = state["embeddings.tok_embeddings.weight"]
     for i in range(num_layers):
         for ours, hf in _LAYER.items():
             if f"layers.{i}.{ours}" in state:  # layer 0 has no attn_norm (Identity), as in HF
@@ -46,9 +74,12 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], num_layers: int) -> dict[st
 
 
 def from_hf_state_dict(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """ModernBertForMaskedLM / ModernBertModel state -> ours (a bare encoder has no head.* keys)."""
     if not any(k.startswith("model.") for k in hf):  # a bare ModernBertModel checkpoint
-        hf = {f"model.{k}": v for k, v in hf.items()}
+        hf = {(k if k.startswith(("head.", "decoder.")) else f"model.{k}"): v for k, v in hf.items()}
     out = {ours: hf[name] for ours, name in _TOP.items() if name in hf}
+    if "head.dense.weight" in hf and "decoder.bias" not in hf:  # decoder_bias=False: a zero bias is the same
+        out["head.bias"] = torch.zeros(hf[EMBEDDING_KEY].shape[0], dtype=hf[EMBEDDING_KEY].dtype)
     for i in range(num_layers):
         for ours, name in _LAYER.items():
             key = f"model.layers.{i}.{name}"
@@ -60,16 +91,22 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str
 
 
 def model_cfg_from_hf(hf_cfg, base) -> None:
+    """Fill our `model` config section (in place) from an HF ModernBertConfig; options the preset
+    cannot compute raise CheckpointError naming them."""
     for flag in ("attention_bias", "mlp_bias", "norm_bias", "classifier_bias"):
         if getattr(hf_cfg, flag, False):
             raise CheckpointError(f"unsupported ModernBERT option {flag}=True (the modernbert preset has no biases)")
-    if getattr(hf_cfg, "hidden_activation", "gelu") != "gelu":
-        raise CheckpointError(f"unsupported ModernBERT hidden_activation '{hf_cfg.hidden_activation}'")
+    for flag in ("hidden_activation", "classifier_activation"):
+        if getattr(hf_cfg, flag, "gelu") not in ("gelu", "gelu_python"):
+            raise CheckpointError(f"unsupported ModernBERT {flag}='{getattr(hf_cfg, flag)}' (the preset uses erf GELU)")
     types = list(hf_cfg.layer_types)
-    every = next((i for i in range(1, len(types)) if types[i] == "full_attention"), len(types))
+    every = next((i for i in range(1, len(types)) if types[i] == "full_attention"), max(len(types), 1))
     if types != layer_types(len(types), every):
-        raise CheckpointError(f"unsupported ModernBERT layer pattern {types}: global layers must be every Nth")
+        raise CheckpointError(f"unsupported ModernBERT layer_types {types}: global layers must be every Nth from 0")
     rp = hf_cfg.rope_parameters
+    for kind, params in rp.items():
+        if params.get("rope_type", "default") != "default":
+            raise CheckpointError(f"unsupported ModernBERT rope_type '{params['rope_type']}' for {kind} layers")
     base.preset = "modernbert"
     base.vocab_size = hf_cfg.vocab_size
     base.hidden_size = hf_cfg.hidden_size
@@ -77,9 +114,10 @@ def model_cfg_from_hf(hf_cfg, base) -> None:
     base.num_heads = hf_cfg.num_attention_heads
     base.intermediate_size = hf_cfg.intermediate_size
     base.max_position_embeddings = hf_cfg.max_position_embeddings
-    base.layer_norm_eps = hf_cfg.norm_eps
+    base.layer_norm_eps = float(hf_cfg.norm_eps)
     base.global_attn_every = every
     base.local_window = hf_cfg.local_attention
-    base.rope_theta = rp["full_attention"]["rope_theta"]
-    base.local_rope_theta = rp.get("sliding_attention", rp["full_attention"])["rope_theta"]
+    base.rope_theta = float(rp["full_attention"]["rope_theta"])
+    base.local_rope_theta = float(rp.get("sliding_attention", rp["full_attention"])["rope_theta"])
     base.hidden_dropout = float(hf_cfg.embedding_dropout)
+    base.initializer_range = float(hf_cfg.initializer_range)

@@ -1,0 +1,121 @@
+"""modernbert preset: unpadded path, sparse prediction modes, late insertion, recipes, training."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import ModernBertConfig
+
+from data_prep import ShardSet
+from masklab.config import load_config
+from pretrain.data import Collator
+from pretrain.model import build_model
+from pretrain.model.modernbert import rope_tables
+from tests.model.util import checkpoint, mixed_batch, tiny_cfg
+
+
+def test_unpadded_batch_equals_one_sequence_at_a_time(prepared_data, tmp_path):
+    """Packed sequences longer than the window (8) through local and global layers = each alone."""
+    _, m = checkpoint(prepared_data, tmp_path, "modernbert")
+    assert [layer.window for layer in m.layers] == [None, 8, 8, None]
+    ids, mask = mixed_batch(1000, lens=(23, 7, 15, 40))
+    with torch.no_grad():
+        padded = m.forward_padded(ids, mask)
+        for b in range(ids.shape[0]):
+            n = int(mask[b].sum())
+            one = m.encode(ids[b, :n], torch.tensor([0, n], dtype=torch.int32), n, torch.arange(n))
+            torch.testing.assert_close(padded[b, :n], one, atol=1e-5, rtol=1e-5)
+        assert torch.all(padded[~mask.bool()] == 0)
+
+
+def test_local_layers_see_only_the_window(prepared_data, tmp_path):
+    """Changing token j leaves a local layer's output at i unchanged iff |i - j| > local_window // 2."""
+    _, m = checkpoint(prepared_data, tmp_path, "modernbert")
+    layer, L = m.layers[1], 30
+    x = torch.randn(L, 64)
+    rope = rope_tables(torch.arange(L), m.head_dim, m._thetas)
+    cu = torch.tensor([0, L], dtype=torch.int32)
+    with torch.no_grad():
+        a = layer(x, cu, L, rope)
+        x2 = x.clone()
+        x2[20] += 1.0
+        changed = (layer(x2, cu, L, rope) - a).abs().amax(-1) > 0
+    assert changed.nonzero().flatten().tolist() == list(range(16, 25))
+
+
+def _batch(prepared_data, *extra):
+    cfg = tiny_cfg(prepared_data, "modernbert", ["data.seq_len=40", "masking.rate=0.3", *extra])
+    shards = ShardSet(prepared_data)
+    return cfg, shards, Collator(cfg, shards)(np.arange(6), 0)
+
+
+def _reference_loss(m, b):
+    """Dense reference: encode everything, logits everywhere, pick the predicted rows."""
+    h = m.encode(b.input_ids, b.cu_seqlens, b.max_seqlen, b.position_ids)
+    return F.cross_entropy(m.mlm_logits(h)[b.mlm_positions], b.mlm_labels, ignore_index=-100, reduction="sum")
+
+
+@pytest.mark.parametrize("sparse", ["head", "last_layer", "none"])
+def test_sparse_prediction_modes_give_the_dense_loss(prepared_data, sparse):
+    cfg, shards, b = _batch(prepared_data, f"model.sparse_prediction={sparse}")
+    torch.manual_seed(0)
+    m = build_model(cfg.model, shards.tokenizer).eval()
+    with torch.no_grad():
+        out = m(b)
+        torch.testing.assert_close(out["loss_sum"], _reference_loss(m, b), atol=1e-4, rtol=1e-5)
+    assert int(out["num_predictions"]) == b.num_predictions
+
+
+def test_late_insertion_inserts_the_mask_embedding(prepared_data):
+    """Layers < k see only visible tokens; slot t then holds norm(tok_embeddings[MASK]); RoPE
+    positions stay the original ones. Reference: one sequence at a time, plain indexing."""
+    cfg, shards, b = _batch(prepared_data, "masking.insertion=late", "masking.insert_layer=2")
+    torch.manual_seed(0)
+    m = build_model(cfg.model, shards.tokenizer, cfg.masking).eval()
+    assert m.insert_layer == 2
+    total = 0.0
+    with torch.no_grad():
+        for s in range(b.batch_size):
+            a, e = int(b.cu_seqlens[s]), int(b.cu_seqlens[s + 1])
+            ids, pos = b.input_ids[a:e], b.position_ids[a:e]
+            vis = (ids != shards.tokenizer.mask_id).nonzero().flatten()
+            nv = len(vis)
+            h = m.embeddings(ids[vis])
+            rope = rope_tables(pos[vis], m.head_dim, m._thetas)
+            for layer in m.layers[:2]:
+                h = layer(h, torch.tensor([0, nv], dtype=torch.int32), nv, rope)
+            full = m.embeddings(torch.full_like(ids, shards.tokenizer.mask_id))
+            full[vis] = h
+            rope = rope_tables(pos, m.head_dim, m._thetas)
+            for layer in m.layers[2:]:
+                full = layer(full, torch.tensor([0, e - a], dtype=torch.int32), e - a, rope)
+            sel = (b.mlm_positions >= a) & (b.mlm_positions < e)
+            logits = m.mlm_logits(m.final_norm(full))[b.mlm_positions[sel] - a]
+            total += float(F.cross_entropy(logits, b.mlm_labels[sel], reduction="sum"))
+        assert abs(float(m(b)["loss_sum"]) - total) < 1e-5 * max(1.0, total)
+
+
+def test_base_recipe_is_modernbert_base():
+    """configs/modernbert_base.yaml maps onto the architecture of HF's ModernBERT-base defaults."""
+    from pretrain.hf_modernbert import hf_config
+
+    cfg = load_config("configs/modernbert_base.yaml", ["data.shards=x"])
+    ours, ref = hf_config(cfg.model, 50368).to_dict(), ModernBertConfig().to_dict()
+    for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "local_attention",
+              "layer_types", "rope_parameters", "norm_eps", "max_position_embeddings", "hidden_activation",
+              "norm_bias", "attention_bias", "mlp_bias", "decoder_bias", "tie_word_embeddings"):
+        assert ours[k] == ref[k], k
+    assert cfg.data.seq_len == 1024 and cfg.masking.rate == 0.30
+    for name in ("modernbert_smoke_cpu", "modernbert_smoke_gpu"):
+        c = load_config(f"configs/{name}.yaml", [])
+        assert c.model.preset == "modernbert" and c.data.seq_len > c.model.local_window
+
+
+def test_modernbert_trains(prepared_data, tmp_path):
+    from pretrain.train import train
+    from tests.conftest import TINY
+
+    cfg = load_config("configs/modernbert_smoke_cpu.yaml",
+                      TINY + [f"data.shards={prepared_data}", f"train.out_dir={tmp_path / 'run'}", "model.num_layers=4",
+                              "model.local_window=16", "train.max_steps=40", "train.eval_every=40", "train.lr=3e-3"])
+    r = train(cfg)
+    assert r["last"]["eval_loss"] < 0.8 * r["first_eval"]["loss"]
