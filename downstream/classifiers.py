@@ -50,7 +50,7 @@ def make_classifier(name: str, seed: int = 0) -> Pipeline:
     if name == "svm_rbf":
         return Pipeline([("scale", StandardScaler()), ("clf", SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed))])
     if name == "rf":
-        return Pipeline([("clf", RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=1))])
+        return Pipeline([("clf", RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1))])
     if name == "gnb":
         return Pipeline([("scale", StandardScaler()), ("clf", GaussianNB())])
     if name == "xgb":
@@ -58,7 +58,7 @@ def make_classifier(name: str, seed: int = 0) -> Pipeline:
 
         return Pipeline([("clf", XGBClassifier(n_estimators=200, max_depth=3, learning_rate=0.1, subsample=0.8,
                                                colsample_bytree=0.8, tree_method="hist", random_state=seed,
-                                               n_jobs=2, eval_metric="logloss"))])
+                                               n_jobs=1, eval_metric="logloss"))])
     if name == "tfidf":
         from downstream.tfidf import make_tfidf_lr
 
@@ -84,8 +84,9 @@ def scores(clf, X) -> np.ndarray:
             pass
     if hasattr(clf, "predict_log_proba"):
         try:
-            lp = np.asarray(clf.predict_log_proba(X), dtype=np.float64)
-            # a forest's p = 0 gives -inf: keep the order, stay finite for metrics and plots
+            with np.errstate(divide="ignore"):  # a forest's p = 0: log 0 = -inf, clipped below
+                lp = np.asarray(clf.predict_log_proba(X), dtype=np.float64)
+            # keep the order, stay finite for metrics and plots
             return np.clip(lp[:, 1] - lp[:, 0], -1e3, 1e3)
         except AttributeError:
             pass

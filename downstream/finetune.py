@@ -155,7 +155,7 @@ def train(model, tok, texts: Sequence[str], y: np.ndarray, val_texts: Sequence[s
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if cfg.max_steps and step >= cfg.max_steps:
                 break
