@@ -1,9 +1,20 @@
-"""Process-group glue: world info from torchrun or Slurm variables, init, small collectives."""
+"""Process-group glue: world info from torchrun or Slurm variables, init, small collectives.
+
+Rank / world size / local rank come from torchrun (RANK, WORLD_SIZE, LOCAL_RANK), else from a
+plain `srun` (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; MASTER_ADDR then defaults to the first
+host of the job and MASTER_PORT to 20000 + job id % 20000, as in slurm/pretrain.sbatch).
+Rendezvous is env://, nccl on CUDA, gloo on CPU; train.dist_timeout_s bounds both the
+rendezvous (a rank that never comes, a port that is taken) and every collective.
+"""
 from __future__ import annotations
 
 import datetime
 import logging
 import os
+import socket
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -39,21 +50,53 @@ def world_from_env() -> World:
     return World()
 
 
+def _slurm_master() -> None:
+    """Plain srun (no torchrun): the first node of the job is the master; port from the job id."""
+    env = os.environ
+    if "MASTER_ADDR" not in env and env.get("SLURM_JOB_NODELIST"):
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
+                                 text=True, timeout=30).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            out = []
+        if out:
+            env["MASTER_ADDR"] = out[0]
+    if "MASTER_PORT" not in env and env.get("SLURM_JOB_ID", "").isdigit():
+        env["MASTER_PORT"] = str(20000 + int(env["SLURM_JOB_ID"]) % 20000)
+
+
 def init(world: World, device: torch.device, timeout_s: int = 300) -> None:
     if not world.distributed or dist.is_initialized():
         return
     os.environ.setdefault("RANK", str(world.rank))
     os.environ.setdefault("WORLD_SIZE", str(world.world_size))
     os.environ.setdefault("LOCAL_RANK", str(world.local_rank))
+    if "SLURM_PROCID" in os.environ:
+        _slurm_master()
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
         raise MaskLabError("distributed run without MASTER_ADDR/MASTER_PORT: start it with torchrun or the slurm/ scripts")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    where = f"{backend}, {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}, rank {world.rank}/{world.world_size}"
+    # torch's own timeout does not cover every wait: a TCPStore client whose MASTER_PORT is taken by
+    # some other service connects and then waits for a reply forever. A watchdog ends that.
+    watchdog = threading.Timer(timeout_s + 5, _rendezvous_hung, (where, timeout_s))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     except Exception as e:  # rendezvous timeouts, port in use, ...
-        raise MaskLabError(f"process group init failed ({backend}, {os.environ['MASTER_ADDR']}:"
-                           f"{os.environ['MASTER_PORT']}, rank {world.rank}/{world.world_size}): {e}") from None
-    log.info("process group: %s rank %d/%d", backend, world.rank, world.world_size)
+        raise MaskLabError(f"process group init failed ({where}): {e}") from None
+    finally:
+        watchdog.cancel()
+    log.info("process group: %s rank %d/%d on node %s", backend, world.rank, world.world_size,
+             os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+
+
+def _rendezvous_hung(where: str, timeout_s: int) -> None:
+    print(f"masklab train: error: process group init failed ({where}): no rendezvous within train.dist_timeout_s="
+          f"{timeout_s}s (is MASTER_PORT taken by another program, or did a rank not start?)",
+          file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

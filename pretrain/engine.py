@@ -1,20 +1,35 @@
 """One small interface over the three ways to step a model: plain, torch DDP, DeepSpeed.
 
-The loop calls: `forward(batch)`, `backward(loss, last_micro)`, `step(skip)`, `lr(value)`,
-`save_extra(dir)` / `load_extra(dir)` (optimizer state in the engine's own format) and
-`no_sync(last_micro)`. The DeepSpeed config is built here from our structured config (one
-source of truth): ZeRO stage, bf16, gradient clipping, micro-batch and accumulation, AdamW
-with `torch_adam` (DeepSpeed's fused Adam/Lamb kernels need CUDA; Lamb fails on CPU).
+The loop calls: `lr(value)`; per micro-batch `forward(batch)` and `backward(loss, last_micro)`
+inside `no_sync(last_micro)`; then `step(skip)` (clip + optimizer step + zero_grad, or drop
+the gradients of a skipped step; -> grad norm); `zero_grad()`. Checkpoints: our safetensors
+checkpoint stores `checkpoint_optimizer` (None for DeepSpeed), and `save_extra(dir)` /
+`load_extra(ckpt)` write / read the engine's own state (DeepSpeed: its ZeRO-partitioned
+optimizer, every rank) inside our checkpoint directory.
+
+Loss contract: the loop passes sum(token losses) * world_size / global prediction count, so
+that DDP's gradient *average* over ranks gives the gradient of the global mean. DeepSpeed
+also averages over ranks, and in addition divides by gradient_accumulation_steps inside
+`backward`: we multiply by it first, so all three engines produce the same gradient.
+
+DeepSpeed config: built here from our structured config (one source of truth): ZeRO stage
+(1 or 2), bf16, gradient clipping, micro-batch and accumulation, AdamW with
+`"torch_adam": true`. DeepSpeed's fused Adam and its Lamb need CUDA ("type": "Lamb" fails
+on CPU with "not implemented on CPU backend"; fp16 is not supported on CPU), so on CPU the
+torch AdamW is the only working choice, and it is the same update as the plain engine's.
+A non-finite gradient makes DeepSpeed's ZeRO optimizer skip the update by itself (global
+norm check in fp32, `check_grad_overflow` in bf16); `step(skip=True)` then only verifies it.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from pathlib import Path
 
 import torch
 
-from masklab.errors import ConfigError
+from masklab.errors import CheckpointError, ConfigError, MaskLabError
 
 log = logging.getLogger("masklab.engine")
 
@@ -49,20 +64,24 @@ class Engine:
     def backward(self, loss, last_micro: bool) -> None:
         loss.backward()
 
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
     def lr(self, value: float) -> None:
         for g in self.optimizer.param_groups:
             g["lr"] = value
 
     def step(self, skip: bool) -> float:
-        """Clip + step (or drop the gradients of a skipped step). -> grad norm."""
+        """Clip + step (or drop the gradients of a skipped step). -> grad norm (non-finite: not applied)."""
         if skip:
-            self.optimizer.zero_grad(set_to_none=True)
+            self.zero_grad()
             return float("nan")
         clip = self.tc.grad_clip if self.tc.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if math.isfinite(norm):  # a finite loss can still give inf/NaN gradients: skip those too (as DeepSpeed does)
+            self.optimizer.step()
+        self.zero_grad()
+        return norm
 
     @property
     def checkpoint_optimizer(self):
@@ -72,7 +91,7 @@ class Engine:
     def save_extra(self, directory: Path) -> None:
         pass
 
-    def load_extra(self, directory: Path) -> None:
+    def load_extra(self, ckpt: Path) -> None:
         pass
 
 
@@ -85,8 +104,10 @@ class DeepSpeedEngine(Engine):
         except ImportError:
             raise ConfigError("train.launcher=deepspeed needs DeepSpeed (pip install --no-build-isolation "
                               "'masklab[deepspeed]')") from None
-        if tc.zero_stage not in (0, 1, 2):
-            raise ConfigError(f"train.zero_stage={tc.zero_stage}: MaskLab supports ZeRO 0, 1 and 2")
+        if tc.zero_stage not in (1, 2):
+            raise ConfigError(f"train.zero_stage={tc.zero_stage}: MaskLab's DeepSpeed engine supports ZeRO 1 and 2 "
+                              "(stage 3 partitions the parameters our checkpoint and eval read whole; for "
+                              "no ZeRO use train.launcher=ddp)")
         self.model, self.tc, self.device, self.world, self.accum = model, tc, device, world, accum
         ds_config = {
             "train_batch_size": global_batch,
@@ -112,9 +133,19 @@ class DeepSpeedEngine(Engine):
     def backward(self, loss, last_micro: bool) -> None:
         # DeepSpeed divides by gradient_accumulation_steps; our loss is already the global mean
         self.ds.backward(loss * self.accum)
-        self.ds.step()  # a no-op until the accumulation boundary
+        if not last_micro:
+            self.ds.step()  # not the boundary: only advances DeepSpeed's micro-step counter
+
+    def zero_grad(self) -> None:
+        self.ds.zero_grad()
 
     def step(self, skip: bool) -> float:
+        """The accumulation boundary: DeepSpeed clips and steps, or skips a non-finite gradient itself."""
+        self.ds.step()
+        if skip and self.ds.was_step_applied():
+            raise MaskLabError("DeepSpeed applied an update with a non-finite loss (its overflow check is off?)")
+        if not self.ds.was_step_applied():  # DeepSpeed found inf/NaN gradients and skipped the update
+            return float("nan")
         norm = self.ds.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
@@ -125,5 +156,12 @@ class DeepSpeedEngine(Engine):
     def save_extra(self, directory: Path) -> None:
         self.ds.save_checkpoint(str(directory), tag="state")
 
-    def load_extra(self, directory: Path) -> None:
-        self.ds.load_checkpoint(str(directory), tag="state", load_module_strict=True)
+    def load_extra(self, ckpt: Path) -> None:
+        """DeepSpeed's format unpickles: read it only from a complete checkpoint of one of our run dirs."""
+        ckpt = Path(ckpt).resolve()
+        run = ckpt.parent.parent
+        if not (ckpt.parent.name == "checkpoints" and (ckpt / "COMPLETE").is_file() and (run / "config.yaml").is_file()
+                and (ckpt / "deepspeed").is_dir()):
+            raise CheckpointError(f"{ckpt}: DeepSpeed state is loaded only from a complete checkpoint inside a MaskLab "
+                                  "run directory (<run>/checkpoints/step_N with COMPLETE and <run>/config.yaml)")
+        self.ds.load_checkpoint(str(ckpt / "deepspeed"), tag="state", load_module_strict=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -57,26 +58,84 @@ class StopFlag:
     def __init__(self):
         self.set = False
         self.signal: Optional[int] = None
-        for s in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(s, self._handler)
+        self._previous = {s: signal.signal(s, self._handler) for s in (signal.SIGUSR1, signal.SIGTERM)}
 
     def _handler(self, signum, frame):
+        if not self.set:
+            log.warning("received %s: will save and stop at the end of this step", signal.Signals(signum).name)
         self.set, self.signal = True, signum
+
+    def close(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> dict:
+    """What must match between a checkpoint and the run resuming it (recorded in state.json).
+
+    Global batch, seq len, seed and tokenizer fix the data order and the masks (data position is
+    step * global batch), so they must match. The engine must match (a DeepSpeed checkpoint keeps
+    its optimizer in DeepSpeed's format). DDP and single-process runs may change world size and
+    micro-batch (only the split of the same global batch changes: same result up to fp
+    summation order). DeepSpeed runs must also keep world size and ZeRO stage: ZeRO partitions
+    the optimizer state by rank, and we refuse rather than re-partition."""
+    tc = cfg.train
+    compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
+              "data.shards_sha": tokenizer_sha, "engine": engine_kind == "deepspeed"}
+    if engine_kind == "deepspeed":
+        compat.update({"deepspeed.world_size": world.world_size, "train.zero_stage": tc.zero_stage})
+    return compat
+
+
+_HINT = {"engine": "the checkpoint was written by a different engine (True = DeepSpeed): use the launcher it was "
+                   "trained with", "deepspeed.world_size": "DeepSpeed resumes need the same number of processes",
+         "train.zero_stage": "ZeRO optimizer state is partitioned per stage"}
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:
     """A resume that would silently change the data order, masking or vocabulary is refused, not converted."""
     have = saved.get("compat", {})
-    bad = [f"{k}: checkpoint {have[k]} vs now {v}" for k, v in current.items() if k in have and have[k] != v]
+    bad = [f"{k}: checkpoint {have[k]} vs now {v}" + (f" ({_HINT[k]})" if k in _HINT else "")
+           for k, v in current.items() if k in have and have[k] != v]
     if bad:
         raise MaskLabError("cannot resume: the run changed in a way that breaks exact resume (" + "; ".join(bad) +
                            "). Use a new train.out_dir, or train.resume=never.")
 
 
+def requeue(job_id: str) -> None:
+    """Put the Slurm job back in the queue (it restarts with SLURM_RESTART_COUNT+1 and resumes).
+    Slurm kills the job's steps at once, so this runs only after every rank has saved."""
+    log.info("requeueing Slurm job %s", job_id)
+    try:
+        r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("scontrol requeue %s failed: %s (resubmit by hand; the checkpoint is saved)", job_id, e)
+        return
+    if r.returncode != 0:
+        log.warning("scontrol requeue %s failed: %s (submit with --requeue; the checkpoint is saved)", job_id,
+                    r.stderr.strip())
+
+
 def train(cfg) -> dict:
-    """Run (or resume) training as configured. -> summary dict (final step, losses, paths)."""
+    """Run (or resume) training as configured. -> summary dict (final step, losses, paths).
+
+    Single process, or one of the ranks started by torchrun / srun (DDP or DeepSpeed per
+    train.launcher). SIGUSR1/SIGTERM: all ranks agree on the stop step, save, rank 0 requeues
+    the Slurm job, and this returns with stopped=True (the process then exits 0)."""
     require_set(cfg, "data.shards")
+    stop = StopFlag()  # before anything slow: a pre-emption signal during start-up must not kill us
+    try:
+        return _train(cfg, stop)
+    finally:
+        getattr(stop, "close", lambda: None)()  # restore the previous handlers (tests may stand in a stub)
+        D.shutdown()
+
+
+def _train(cfg, stop: StopFlag) -> dict:
     world = D.world_from_env()
+    if cfg.train.launcher == "single" and world.distributed:
+        raise ConfigError(f"train.launcher=single, but this process is rank {world.rank} of {world.world_size} "
+                          "(started by torchrun/srun): use train.launcher=auto, ddp or deepspeed")
     device = pick_device(cfg.train.device, world)
     D.init(world, device, cfg.train.dist_timeout_s)
     kernels.set_backend(cfg.kernels.backend)
@@ -88,49 +147,53 @@ def train(cfg) -> dict:
     val = ShardSet(cfg.data.shards, "validation") if shards.manifest["counts"].get("validation", {}).get("documents") else None
     mb = cfg.data.micro_batch_size or cfg.data.batch_size // world.world_size
     collator = Collator(cfg, shards)
-    dataset = StepDataset(collator, cfg.data.batch_size, mb, world.rank, world.world_size)
-
-    torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, shards.tokenizer, cfg.masking).to(device)
+    try:
+        dataset = StepDataset(collator, cfg.data.batch_size, mb, world.rank, world.world_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     use_ds = tc.launcher == "deepspeed"
-    if use_ds:
-        engine = DeepSpeedEngine(model, tc, device, world, mb, dataset.accum, cfg.data.batch_size)
-    else:
-        engine = Engine(model, tc, device, world)
-
-    start = 0
-    ckpt = None
+    start, ckpt, nan_total = 0, None, 0
     if tc.resume == "auto":
         ckpt = latest_checkpoint(run_dir)
     elif tc.resume not in ("never", ""):
         ckpt = Path(tc.resume)
-    compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
-              "data.shards_sha": shards.manifest["tokenizer"]["sha256"], "engine": engine.kind == "deepspeed"}
-    if use_ds:  # ZeRO partitions optimizer state by rank: same world size and stage to resume
-        compat.update({"deepspeed.world_size": world.world_size, "train.zero_stage": tc.zero_stage})
-    if ckpt is not None:
+    compat = resume_compat(cfg, world, "deepspeed" if use_ds else "torch", shards.manifest["tokenizer"]["sha256"])
+    if ckpt is not None:  # refuse an incompatible resume before the (slow) engine start
         check_resume_compatible(load_state(ckpt), compat)
+
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model, shards.tokenizer, cfg.masking).to(device)
+    if use_ds:
+        engine = DeepSpeedEngine(model, tc, device, world, mb, dataset.accum, cfg.data.batch_size)
+    else:
+        engine = Engine(model, tc, device, world)
+    if ckpt is not None:
         state = load_checkpoint(ckpt, model, engine.checkpoint_optimizer)
-        if use_ds:
-            engine.load_extra(Path(ckpt) / "deepspeed")
-        start = int(state["step"])
-        log.info("resumed from %s at step %d", ckpt, start)
+        engine.load_extra(ckpt)
+        start, nan_total = int(state["step"]), int(state.get("nan_skipped_total", 0))
+        log.info("resumed from %s at step %d (%s engine, world size %d; saved by world size %s)", ckpt, start,
+                 engine.kind, world.world_size, state.get("world_size", "?"))
+    elif tc.resume == "auto" and world.is_main:
+        log.info("no complete checkpoint in %s: starting from step 0", run_dir / "checkpoints")
     metrics = MetricsLog(run_dir, world.is_main, tc.tensorboard, resume_step=start)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     eval_set = eval_batches(Collator(cfg, val), mb, cfg.data.eval_batches) if val is not None else []
     tok_dir = Path(cfg.data.shards) / "tokenizer"
-    stop = StopFlag()
     peak = matmul_peak_flops(device, torch.bfloat16 if tc.precision == "bf16" and device.type == "cuda" else torch.float32)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
 
     def save(step: int) -> Path:
         state = {"data_position": step * cfg.data.batch_size, "logger_step": step, "compat": compat,
-                 "masking_rate": collator.rate(step), "world_size": world.world_size}
+                 "masking_rate": collator.rate(step), "world_size": world.world_size,
+                 "engine": engine.kind, "zero_stage": tc.zero_stage if use_ds else None, "nan_skipped_total": nan_total}
         path, extra = None, {}
         if use_ds:  # every rank writes its ZeRO shard; rank 0 then assembles the checkpoint atomically
             extra["deepspeed"] = run_dir / "checkpoints" / f".ds-step_{step:08d}"
+            if world.is_main:  # left over by a run killed mid-save: start clean
+                shutil.rmtree(extra["deepspeed"], ignore_errors=True)
+            D.barrier()
             engine.save_extra(extra["deepspeed"])
             D.barrier()
         if world.is_main:
@@ -142,7 +205,7 @@ def train(cfg) -> dict:
     loader = step_loader(dataset, start, tc.max_steps, cfg.data.num_workers, pin=device.type == "cuda")
     bar = tqdm(total=tc.max_steps, initial=start, disable=not (tc.progress and world.is_main), desc="train",
                dynamic_ncols=True)
-    nan_run, nan_total, step, first_eval, last = 0, 0, start, None, {}
+    nan_run, step, first_eval, last = 0, start, None, {}
     if eval_set and start == 0:  # the untrained baseline: "loss goes down" is measured against it
         first_eval = evaluate_batches(model, eval_set, device, autocast)
         metrics.log(0, {f"eval_{k}": v for k, v in first_eval.items()})
@@ -163,12 +226,10 @@ def train(cfg) -> dict:
             ctx = engine.no_sync(last_micro)
             with ctx, autocast:
                 out = engine.forward(b)
+                if os.environ.get("MASKLAB_INJECT_NAN_STEP") == str(step):  # fault-injection hook for tests
+                    out["loss_sum"] = out["loss_sum"] * float("nan")
                 # gradient of the global mean; DDP averages over ranks, so scale back by world size
                 loss = out["loss_sum"] * (world.world_size / max(n_global, 1.0))
-            if os.environ.get("MASKLAB_INJECT_NAN_STEP") == str(step):  # fault-injection hook for tests
-                loss = loss * float("nan")
-            if use_ds and not torch.isfinite(loss):  # DeepSpeed steps by itself: feed it zero gradients
-                loss = loss.nan_to_num(0.0) * 0.0
             with ctx:
                 engine.backward(loss, last_micro)
             loss_sum += out["loss_sum"].detach().float()
@@ -177,16 +238,17 @@ def train(cfg) -> dict:
             flops += step_flops(cfg.model, model.vocab_size, (b.cu_seqlens[1:] - b.cu_seqlens[:-1]).cpu(), b.num_predictions)
         stats = D.all_reduce_sum(torch.stack([loss_sum, correct.float(), torch.tensor(float(tokens), device=device)]))
         step_loss = (stats[0] / max(n_global, 1.0)).item()
-        if not math.isfinite(step_loss):
-            engine.step(skip=True)
+        bad_loss = not math.isfinite(step_loss)
+        grad_norm = engine.step(skip=bad_loss)  # a non-finite gradient norm is skipped by the engine too
+        if bad_loss or not math.isfinite(grad_norm):
             nan_run, nan_total = nan_run + 1, nan_total + 1
-            log.warning("step %d: non-finite loss, update skipped (%d in a row, %d total)", step, nan_run, nan_total)
+            log.warning("step %d: non-finite %s, update skipped (%d in a row, %d total)", step,
+                        "loss" if bad_loss else "gradient norm", nan_run, nan_total)
             if nan_run >= tc.max_nan_skips:
                 raise MaskLabError(f"aborting: {nan_run} non-finite losses in a row (train.max_nan_skips="
                                    f"{tc.max_nan_skips}); lower train.lr or check the data")
         else:
             nan_run = 0
-            grad_norm = engine.step(skip=False)
         step += 1
         dt = time.perf_counter() - step_t0
         if step % tc.log_every == 0 or step == tc.max_steps:
@@ -194,7 +256,7 @@ def train(cfg) -> dict:
             last = {"loss": step_loss, "mlm_acc": (stats[1] / max(n_global, 1.0)).item(), "lr": lr,
                     "mask_rate": step_batches[0].mask_rate,
                     "realised_mask_rate": n_pred_local / max(1, sum(b.num_maskable for b in step_batches)),
-                    "grad_norm": float(grad_norm) if nan_run == 0 else float("nan"), "tokens_per_s": tok_total / dt,
+                    "grad_norm": grad_norm if nan_run == 0 else float("nan"), "tokens_per_s": tok_total / dt,
                     "step_time_s": dt, "wall_s": time.perf_counter() - t_last,
                     "peak_memory_mb": peak_memory_mb(device), "utilisation": flops / dt / peak,
                     "nan_skipped_total": nan_total}
@@ -212,7 +274,7 @@ def train(cfg) -> dict:
             if world.is_main:
                 log.info("signal %s: saved %s at step %d, exiting", stop.signal, path, step)
             if world.is_main and os.environ.get("SLURM_JOB_ID"):
-                subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+                requeue(os.environ["SLURM_JOB_ID"])
             bar.close(), metrics.close()
             return {"step": step, "stopped": True, "run_dir": str(run_dir)}
         if step % tc.save_every == 0 and step < tc.max_steps:

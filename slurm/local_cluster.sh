@@ -9,11 +9,20 @@ CPUS=$(nproc)
 MEM=$(( $(free -m | awk '/^Mem:/{print $2}') * 9 / 10 / NNODES ))
 CTL_HOST=$(hostname -s)
 CONF=/etc/slurm/slurm.conf
+STARTED=/run/masklab-local-cluster.started   # pid files of the daemons this script started
 
 if [ "${1:-}" = stop ]; then
-  for f in /run/slurmd-n*.pid /run/slurmctld.pid /run/munge/munged.pid; do
-    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  # stop only what we started, by pid (never by name); wait until they are gone
+  files=$(cat "$STARTED" 2>/dev/null || echo /run/slurmd-n*.pid /run/slurmctld.pid)
+  pids=""
+  for f in $files; do
+    if [ -f "$f" ]; then pid=$(cat "$f"); kill "$pid" 2>/dev/null && pids="$pids $pid"; fi
   done
+  for _ in $(seq 1 30); do
+    alive=""; for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break; sleep 0.5
+  done
+  rm -f "$STARTED"
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then echo "local_cluster.sh must run as root" >&2; exit 1; fi
@@ -25,7 +34,9 @@ fi
 
 [ -s /etc/munge/munge.key ] || { mungekey -c -k /etc/munge/munge.key; chown munge:munge /etc/munge/munge.key; chmod 600 /etc/munge/munge.key; }
 install -d -o munge -g munge -m 0755 /run/munge
-pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+if ! pgrep -x munged >/dev/null; then
+  runuser -u munge -- /usr/sbin/munged && echo /run/munge/munged.pid >> "$STARTED"
+fi
 munge -n | unmunge >/dev/null
 
 mkdir -p /var/spool/slurmctld /var/log/slurm /etc/slurm
@@ -70,10 +81,14 @@ for i in $(seq 1 "$NNODES"); do   # node names must resolve for MASTER_ADDR
   grep -qE "^127\.0\.0\.1\s.*\bn$i\b" /etc/hosts || echo "127.0.0.1 n$i" >> /etc/hosts
 done
 
-pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld -c -i
+if ! pgrep -x slurmctld >/dev/null; then   # -c: clean state, -i: ignore state errors; daemonizes
+  /usr/sbin/slurmctld -c -i && echo /run/slurmctld.pid >> "$STARTED"
+fi
 for i in $(seq 1 "$NNODES"); do
   mkdir -p "/var/spool/slurmd/n$i"
-  pgrep -f "slurmd -N n$i" >/dev/null || /usr/sbin/slurmd -N "n$i"
+  if ! { [ -f "/run/slurmd-n$i.pid" ] && kill -0 "$(cat "/run/slurmd-n$i.pid")" 2>/dev/null; }; then
+    /usr/sbin/slurmd -N "n$i" && echo "/run/slurmd-n$i.pid" >> "$STARTED"
+  fi
 done
 for _ in $(seq 1 60); do
   [ "$(sinfo -h -o '%T %D' 2>/dev/null)" = "idle ${NNODES}" ] && break; sleep 1
