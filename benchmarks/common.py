@@ -12,8 +12,14 @@ def machine_line(threads: int) -> str:
     import torch
 
     try:
+        here = Path(__file__).parent
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+                                cwd=here).stdout.strip() or "unknown"
+        # code that differs from the commit would make the figure unreproducible from it: say so
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "..",
+                           ":(exclude)RESULTS.md", ":(exclude)results_*.md"],
+                          capture_output=True, text=True, cwd=here).stdout.strip():
+            commit += " + uncommitted changes"
     except OSError:
         commit = "unknown"
     cpu = platform.processor() or platform.machine()

@@ -9,7 +9,7 @@ positions. Timing: one thread, process CPU time, systems interleaved step by ste
 warm-up, medians (shared/PERF_BASELINES.md). Utilisation = executed matmul FLOPs / a
 `torch.mm` peak measured in the same run.
 
-    python benchmarks/train_throughput.py [--sizes tiny,base] [--steps 6] [--out FILE]
+    python benchmarks/train_throughput.py [--sizes tiny,base] [--steps 6] [--base-ablations] [--out FILE]
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def padded_twin(ub):
                       ub.sample_index.numpy(), ub.step, ub.mask_rate, ub.num_maskable)
 
 
-def build_systems(size: str, info, vocab: int):
+def build_systems(size: str, info, vocab: int, ablations: bool = True):
     from transformers import BertConfig, BertForMaskedLM
 
     from masklab.config import load_config
@@ -132,10 +132,13 @@ def build_systems(size: str, info, vocab: int):
         cfg = load_config(None, ov + ["model.preset=modernbert", f"model.intermediate_size={s['intermediate_size'] * 3 // 8}",
                                       "model.local_window=64", "model.layer_norm_eps=1e-5", "model.hidden_dropout=0"])
         systems["ours: modernbert preset (unpadded + sparse head)"] = ("ours", build_model(cfg.model, info), cfg)
-    for label, extra in [("ours: unpadded + sparse head", []),  # noqa: E501
-                         ("ours: + sparse last layer", ["model.sparse_prediction=last_layer"]),
-                         ("ours: dense head (no sparse prediction)", ["model.sparse_prediction=none"]),
-                         ("ours: no unpadding (padded to batch max)", ["@padded"])]:
+    variants = [("ours: unpadded + sparse head", []),
+                ("ours: + sparse last layer", ["model.sparse_prediction=last_layer"]),
+                ("ours: dense head (no sparse prediction)", ["model.sparse_prediction=none"]),
+                ("ours: no unpadding (padded to batch max)", ["@padded"])]
+    if not ablations:  # BERT-base steps take ~10-50 s each here: features are switched off at tiny size only
+        variants = variants[:2]
+    for label, extra in variants:
         cfg = load_config(None, ov + [e for e in extra if not e.startswith("@")])
         m = build_model(cfg.model, info)
         systems[label] = ("ours_padded" if "@padded" in extra else "ours", m, cfg)
@@ -153,13 +156,13 @@ def step_fn(kind, model, opt, ub, hf_in, ub_padded):
     opt.zero_grad(set_to_none=True)
 
 
-def bench_size(size: str, steps: int, tok, samples) -> list[list]:
+def bench_size(size: str, steps: int, tok, samples, warmup: int = 2, ablations: bool = True) -> list[list]:
     from pretrain.metrics import matmul_peak_flops, step_flops
 
     torch.manual_seed(0)
-    batches, info = make_batches(tok, samples, SIZES[size]["batch"], steps + 2)
+    batches, info = make_batches(tok, samples, SIZES[size]["batch"], steps + warmup)
     vocab = info.vocab_size
-    systems = build_systems(size, info, vocab)
+    systems = build_systems(size, info, vocab, ablations)
     opts = {k: torch.optim.AdamW(v[1].parameters(), lr=1e-4, fused=True) for k, v in systems.items()}
     padded = [padded_twin(ub) for ub, _ in batches]
     times = {k: [] for k in systems}
@@ -169,7 +172,7 @@ def bench_size(size: str, steps: int, tok, samples) -> list[list]:
             model.train()
             t = time.process_time()
             step_fn(kind, model, opts[k], ub, hf_in, padded[i])
-            if i >= 2:  # warm-up steps excluded
+            if i >= warmup:  # warm-up steps excluded
                 times[k].append((time.process_time() - t, real_tokens[i]))
     peak = matmul_peak_flops(torch.device("cpu"), n=1024, reps=5)
     rows = []
@@ -179,7 +182,7 @@ def bench_size(size: str, steps: int, tok, samples) -> list[list]:
         tps = statistics.median(n / t for t, n in times[k])
         base = base or tps
         flops = []
-        for (ub, hf_in), p in zip(batches[2:], padded[2:]):
+        for (ub, hf_in), p in zip(batches[warmup:], padded[warmup:]):
             b = p if kind in ("hf", "ours_padded") else ub
             lens = (b.cu_seqlens[1:] - b.cu_seqlens[:-1])
             modern = "ModernBert" in k  # HF ModernBERT: padded encoder, sparse head
@@ -195,16 +198,21 @@ def bench_size(size: str, steps: int, tok, samples) -> list[list]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="tiny,base")
-    ap.add_argument("--steps", type=int, default=6, help="measured steps per system (after 2 warm-up)")
+    ap.add_argument("--steps", type=int, default=6,
+                    help="measured steps per system at tiny size, after 2 warm-up (base: half, after 1)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--base-ablations", action="store_true",
+                    help="also time the dense-head and padded variants at BERT-base (adds ~4 minutes)")
     ap.add_argument("--out", default="benchmarks/results_train.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     tok, samples = pydoc_samples()
     rows = []
     for size in args.sizes.split(","):
-        steps = args.steps if size == "tiny" else max(2, args.steps // 2)
-        rows += bench_size(size, steps, tok, samples)
+        if size == "tiny":
+            rows += bench_size(size, args.steps, tok, samples)
+        else:  # an HF BERT-base step at batch 32 takes ~50 s on one core: fewer steps, one warm-up
+            rows += bench_size(size, max(2, args.steps // 2), tok, samples, warmup=1, ablations=args.base_ablations)
         print(f"done: {size}", flush=True)
     lens = np.array([len(s) for s in samples])
     note = (f"pydoc paragraphs, BERT WordPiece 30522, truncation 128: {len(samples)} samples, mean {lens.mean():.0f}, "

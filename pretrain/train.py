@@ -26,6 +26,7 @@ from pretrain import distributed as D
 from pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, save_checkpoint
 from pretrain.data import Collator, StepDataset, eval_batches, step_loader
 from pretrain.evaluate import evaluate_batches
+from pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
 from pretrain.metrics import MetricsLog, matmul_peak_flops, peak_memory_mb, step_flops
 from pretrain.engine import DeepSpeedEngine, Engine
 from pretrain.model import build_model
@@ -82,6 +83,8 @@ def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> 
     tc = cfg.train
     compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
               "data.shards_sha": tokenizer_sha, "engine": engine_kind == "deepspeed"}
+    compat["masking.algorithm"] = MASKING_ALGORITHM
+    compat.update({f"masking.{k}": getattr(cfg.masking, k) for k in MASK_KEYS})
     if engine_kind == "deepspeed":
         compat.update({"deepspeed.world_size": world.world_size, "train.zero_stage": tc.zero_stage})
     return compat
@@ -89,12 +92,16 @@ def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> 
 
 _HINT = {"engine": "the checkpoint was written by a different engine (True = DeepSpeed): use the launcher it was "
                    "trained with", "deepspeed.world_size": "DeepSpeed resumes need the same number of processes",
-         "train.zero_stage": "ZeRO optimizer state is partitioned per stage"}
+         "train.zero_stage": "ZeRO optimizer state is partitioned per stage",
+         "masking.algorithm": "this version of MaskLab draws different masks from the same seed than the one that "
+                              "wrote the checkpoint"}
+# Keys that checkpoints written before they existed are known to have had.
+_OLD_DEFAULTS = {"masking.algorithm": 1}
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:
     """A resume that would silently change the data order, masking or vocabulary is refused, not converted."""
-    have = saved.get("compat", {})
+    have = {**_OLD_DEFAULTS, **saved.get("compat", {})}
     bad = [f"{k}: checkpoint {have[k]} vs now {v}" + (f" ({_HINT[k]})" if k in _HINT else "")
            for k, v in current.items() if k in have and have[k] != v]
     if bad:

@@ -9,6 +9,14 @@ from pretrain.masking.schedule import masking_rate
 
 WORD_UNITS = ("whole_word", "pmi", "span")
 
+# Bumped whenever the same (config, seed, step) starts to give different masks, so that a resume
+# across such a change is refused instead of silently continuing with other masks.
+# 1: per-sample masking (until 2026-11-22); 2: batch-vectorised hash RNG (rng.py).
+MASKING_ALGORITHM = 2
+# Settings that decide training masks (file paths and eval_rate do not: tables are hash-checked).
+MASK_KEYS = ("rate", "schedule", "rate_end", "schedule_steps", "step_at", "unit", "selector", "mask_prob",
+             "random_prob", "keep_prob", "corrupt_per_unit", "span_p", "span_max", "insertion", "insert_layer")
+
 
 def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: Optional[int] = None) -> Masker:
     """The masker for `cfg` (the masking section). Everything the strategy needs is checked here,
@@ -41,4 +49,5 @@ def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: O
     return Masker(cfg, tok, pmi, weights)
 
 
-__all__ = ["Masker", "MaskedSample", "MaskedBatch", "sample_rng", "masking_rate", "build_masker", "EVAL_STREAM"]
+__all__ = ["Masker", "MaskedSample", "MaskedBatch", "sample_rng", "masking_rate", "build_masker", "EVAL_STREAM",
+           "MASKING_ALGORITHM", "MASK_KEYS"]

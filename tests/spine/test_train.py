@@ -78,6 +78,21 @@ def test_checkpoint_holds_config_and_keeps_last(tiny_overrides, tmp_path):
         assert "max_steps: 6" in (p / "config.yaml").read_text()
 
 
+def test_resume_with_changed_masking_is_refused(tiny_overrides, tmp_path):
+    train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=2", "train.eval_every=1000"]))
+    with pytest.raises(MaskLabError, match="masking.rate: checkpoint 0.15 vs now 0.3"):
+        train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=4", "masking.rate=0.3"]))
+
+
+def test_checkpoint_from_the_older_masking_algorithm_is_refused():
+    from pretrain.train import check_resume_compatible
+
+    now = {"data.batch_size": 8, "masking.algorithm": 2}
+    check_resume_compatible({"compat": {"data.batch_size": 8, "masking.algorithm": 2}}, now)
+    with pytest.raises(MaskLabError, match="masking.algorithm: checkpoint 1 vs now 2.*different masks"):
+        check_resume_compatible({"compat": {"data.batch_size": 8}}, now)  # written before the key existed
+
+
 def test_resume_with_changed_batch_is_refused(tiny_overrides, tmp_path):
     train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=2", "train.eval_every=1000"]))
     with pytest.raises(MaskLabError, match="data.batch_size"):
