@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="tiny,base")
     ap.add_argument("--steps", type=int, default=6,
-                    help="measured steps per system at tiny size, after 2 warm-up (base: half, after 1)")
+                    help="measured steps per system at tiny size, after 2 warm-up (base: a third, after 1)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--base-ablations", action="store_true",
                     help="also time the dense-head and padded variants at BERT-base (adds ~4 minutes)")
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
         if size == "tiny":
             rows += bench_size(size, args.steps, tok, samples)
         else:  # an HF BERT-base step at batch 32 takes ~50 s on one core: fewer steps, one warm-up
-            rows += bench_size(size, max(2, args.steps // 2), tok, samples, warmup=1, ablations=args.base_ablations)
+            rows += bench_size(size, max(2, args.steps // 3), tok, samples, warmup=1, ablations=args.base_ablations)
         print(f"done: {size}", flush=True)
     lens = np.array([len(s) for s in samples])
     note = (f"pydoc paragraphs, BERT WordPiece 30522, truncation 128: {len(samples)} samples, mean {lens.mean():.0f}, "
