@@ -100,7 +100,7 @@ class TrainConfig:
     eval_every: int = 100
     save_every: int = 100
     keep_last: int = 2
-    resume: str = "auto"  # auto | never | <checkpoint dir>
+    resume: str = "auto"  # auto | never | <checkpoint dir>; never/other dir refuse an out_dir with checkpoints
     max_nan_skips: int = 5
     progress: bool = True
     tensorboard: bool = True

@@ -109,6 +109,20 @@ def check_resume_compatible(saved: dict, current: dict) -> None:
                            "). Use a new train.out_dir, or train.resume=never.")
 
 
+def check_out_dir_free(run_dir: Path, resume: str, ckpt: Optional[Path]) -> None:
+    """A run that does not continue out_dir's own checkpoints must not write beside them: its
+    checkpoints would mix with theirs, and a later automatic resume could pick the other run's
+    newest one. Rolling back to an earlier checkpoint of the same out_dir is allowed."""
+    if resume == "auto":
+        return
+    existing = latest_checkpoint(run_dir)
+    if existing is None or (ckpt is not None and Path(run_dir).resolve() in Path(ckpt).resolve().parents):
+        return
+    raise ConfigError(f"train.out_dir={run_dir} already holds checkpoints (newest {existing.name}) and "
+                      f"train.resume={resume} starts another run there: use a new train.out_dir, remove "
+                      f"{Path(run_dir) / 'checkpoints'}, or train.resume=auto to continue it")
+
+
 def requeue(job_id: str) -> None:
     """Put the Slurm job back in the queue (it restarts with SLURM_RESTART_COUNT+1 and resumes).
     Slurm kills the job's steps at once, so this runs only after every rank has saved."""
@@ -164,6 +178,7 @@ def _train(cfg, stop: StopFlag) -> dict:
         ckpt = latest_checkpoint(run_dir)
     elif tc.resume not in ("never", ""):
         ckpt = Path(tc.resume)
+    check_out_dir_free(run_dir, tc.resume, ckpt)
     compat = resume_compat(cfg, world, "deepspeed" if use_ds else "torch", shards.manifest["tokenizer"]["sha256"])
     if ckpt is not None:  # refuse an incompatible resume before the (slow) engine start
         check_resume_compatible(load_state(ckpt), compat)

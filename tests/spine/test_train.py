@@ -3,7 +3,7 @@ import json
 import pytest
 
 from masklab.config import load_config
-from masklab.errors import MaskLabError
+from masklab.errors import ConfigError, MaskLabError
 from pretrain.checkpoint import list_checkpoints
 from pretrain.train import train
 
@@ -82,6 +82,22 @@ def test_resume_with_changed_masking_is_refused(tiny_overrides, tmp_path):
     train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=2", "train.eval_every=1000"]))
     with pytest.raises(MaskLabError, match="masking.rate: checkpoint 0.15 vs now 0.3"):
         train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=4", "masking.rate=0.3"]))
+
+
+def test_a_new_run_does_not_write_beside_another_runs_checkpoints(tiny_overrides, tmp_path):
+    base = tiny_overrides + ["train.eval_every=1000", "train.save_every=2"]
+    train(load_config("configs/smoke_cpu.yaml", base + ["train.max_steps=4"]))
+    before = [p.name for p in list_checkpoints(tmp_path / "run")]
+    for resume in ("never", str(tmp_path / "elsewhere" / "checkpoints" / "step_00000002")):
+        with pytest.raises(ConfigError, match=r"already holds checkpoints \(newest step_00000004\)"):
+            train(load_config("configs/smoke_cpu.yaml", base + ["train.max_steps=6", f"train.resume={resume}"]))
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == before
+    # rolling back to an earlier checkpoint of the same run is allowed, and replays the same steps
+    losses = [m["loss"] for m in _metrics(tmp_path / "run") if "loss" in m]
+    r = train(load_config("configs/smoke_cpu.yaml", base + [
+        "train.max_steps=4", f"train.resume={tmp_path / 'run' / 'checkpoints' / 'step_00000002'}"]))
+    assert r["step"] == 4
+    assert [m["loss"] for m in _metrics(tmp_path / "run") if "loss" in m] == losses
 
 
 def test_checkpoint_from_the_older_masking_algorithm_is_refused():
