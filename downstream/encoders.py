@@ -15,6 +15,7 @@ that are embedded separately and reduced by `chunk_reduce` (mean or max).
 """
 from __future__ import annotations
 
+import abc
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -67,7 +68,7 @@ def pool_unpadded(h: torch.Tensor, cu_seqlens: torch.Tensor, pooling: str) -> to
     return out.scatter_reduce_(0, seg.unsqueeze(1).expand_as(h), h, reduce="amax", include_self=False)
 
 
-class Encoder:
+class Encoder(abc.ABC):
     """Base: tokenisation into chunks, length-sorted batching, pooling, chunk reduction.
 
     Subclasses implement `_content_ids(texts)` (ids without special tokens), `_wrap(ids)`
@@ -90,17 +91,20 @@ class Encoder:
         self.dim = 0
 
     # -- subclass hooks -------------------------------------------------------------
+    @abc.abstractmethod
     def _content_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        raise NotImplementedError
+        """Token ids of each text, without special tokens."""
 
+    @abc.abstractmethod
     def _wrap(self, ids: list[int]) -> list[int]:
-        raise NotImplementedError
+        """Ids with the model's special tokens around them."""
 
     def _num_special(self) -> int:
         return len(self._wrap([]))
 
+    @abc.abstractmethod
     def _embed(self, seqs: list[list[int]]) -> torch.Tensor:
-        raise NotImplementedError
+        """Pooled embeddings [len(seqs), dim] fp32 of already-wrapped sequences."""
 
     # -- public -----------------------------------------------------------------------
     def spec(self) -> dict:
