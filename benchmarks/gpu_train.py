@@ -6,7 +6,7 @@ MFU against the GPU's dense bf16 peak (measured with a large matmul in the same 
 Without CUDA, `--dry-run` runs the same code on CPU at tiny shapes with the torch backend,
 so this path does not rot until a GPU is available.
 
-    python benchmarks/gpu_train.py [--dry-run] [--steps 10] [--out FILE]
+    python -m benchmarks.gpu_train [--dry-run] [--steps 10] [--out FILE]
 """
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.common import machine_line, write_table  # noqa: E402
-from benchmarks.train_throughput import make_batches, pydoc_samples  # noqa: E402
+from benchmarks.common import machine_line, write_table
+from benchmarks.train_throughput import make_batches, pydoc_samples
 
 
 def synthetic_long(samples, max_len: int, rng) -> list[np.ndarray]:
@@ -45,10 +43,10 @@ def sync(device):
 def run(seq_len: int, steps: int, device: torch.device, dry: bool) -> list[list]:
     from transformers import BertConfig, BertForMaskedLM
 
-    import kernels
+    from masklab import kernels
     from masklab.config import load_config
-    from pretrain.metrics import matmul_peak_flops, step_flops
-    from pretrain.model import build_model
+    from masklab.pretrain.metrics import matmul_peak_flops, step_flops
+    from masklab.pretrain.model import build_model
 
     tok, samples = pydoc_samples(seq_len)
     if seq_len > 128:

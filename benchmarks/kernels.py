@@ -10,7 +10,7 @@ vs SDPA on padded input, BERT-base heads (12 x 64), lengths up to 128 and 512 wi
 mix; and the fused loss (Triton) vs materialised: time and peak CUDA memory, bf16.
 `--dry-run` runs the CUDA path's code on CPU at tiny shapes (torch backends): not a measurement.
 
-    python benchmarks/kernels.py [--dry-run] [--out FILE]
+    python -m benchmarks.kernels [--dry-run] [--out FILE]
 """
 from __future__ import annotations
 
@@ -21,18 +21,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.common import machine_line, write_table  # noqa: E402
+from benchmarks.common import machine_line, write_table
 
 CHILD = r"""
 import json, resource, sys, time, torch
-sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
-from kernels.mlm_loss import masked_token_loss_torch
-from kernels.triton_mlm_loss import masked_token_loss_chunked_torch
+from masklab.kernels.mlm_loss import masked_token_loss_torch
+from masklab.kernels.triton_mlm_loss import masked_token_loss_chunked_torch
 M, V, D = {M}, {V}, {D}
 g = torch.Generator().manual_seed(0)
 T = M * 2  # the masked rows are gathered from a larger packed batch
@@ -54,10 +51,9 @@ print(json.dumps({{"peak_mib": (peak - base) / 1024, "seconds": dt, "loss": floa
 
 
 def cpu_memory(M: int, V: int, D: int, threads: int) -> list[list]:
-    root = str(Path(__file__).resolve().parents[1])
     res = {}
     for variant in ("materialised", "chunked"):
-        code = CHILD.format(root=root, threads=threads, M=M, V=V, D=D, variant=variant)
+        code = CHILD.format(threads=threads, M=M, V=V, D=D, variant=variant)
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
             raise RuntimeError(f"{variant} run failed: {r.stderr[-2000:]}")
@@ -94,8 +90,8 @@ def _peak_mib(fn, device: torch.device) -> str:
 
 def attention_rows(device: torch.device, dry: bool) -> list[list]:
     """fwd+bwd TFLOP/s (useful FLOPs: padding excluded) on lengths ~ U[L/8, L]."""
-    import kernels
-    from kernels.dispatch import flash_attn_available
+    from masklab import kernels
+    from masklab.kernels.dispatch import flash_attn_available
 
     rows = []
     H, d = (2, 32) if dry else (12, 64)
@@ -130,8 +126,8 @@ def attention_rows(device: torch.device, dry: bool) -> list[list]:
 
 def loss_rows(device: torch.device, dry: bool) -> list[list]:
     """Gather + head + decoder + CE, fwd + bwd: materialised logits vs the vocabulary-chunked kernel."""
-    import kernels
-    from kernels.triton_mlm_loss import masked_token_loss_chunked_torch
+    from masklab import kernels
+    from masklab.kernels.triton_mlm_loss import masked_token_loss_chunked_torch
 
     M, V, D = (64, 1000, 32) if dry else (16384, 32768, 768)
     dtype = torch.float32 if dry else torch.bfloat16

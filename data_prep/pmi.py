@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from data_prep.shards import ShardSet
+from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError, DataError
 
 DEFAULT_SPLIT = (0.5, 0.25, 0.125, 0.125)

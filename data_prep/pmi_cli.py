@@ -5,7 +5,7 @@ import json
 
 
 def _pmi(args) -> int:
-    from data_prep.pmi import build_pmi_table
+    from masklab.data_prep.pmi import build_pmi_table
 
     split = tuple(float(x) for x in args.split.split(","))
     m = build_pmi_table(args.shards, args.out, args.min_count, args.size, split, overwrite=args.overwrite)
@@ -15,7 +15,7 @@ def _pmi(args) -> int:
 
 
 def _weights(args) -> int:
-    from data_prep.weights import build_token_weights
+    from masklab.data_prep.weights import build_token_weights
 
     m = build_token_weights(args.shards, args.out, overwrite=args.overwrite)
     print(json.dumps(m, indent=1))

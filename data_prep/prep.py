@@ -17,10 +17,10 @@ from typing import Optional
 
 import numpy as np
 
-from data_prep.corpus import ReadStats, read_corpus
-from data_prep.shards import FORMAT, write_shards
-from data_prep.tokenizer import TOKENIZER_FILE, file_sha256, load_tokenizer, save_tokenizer, train_tokenizer
-from data_prep.words import word_starts
+from masklab.data_prep.corpus import ReadStats, read_corpus
+from masklab.data_prep.shards import FORMAT, write_shards
+from masklab.data_prep.tokenizer import TOKENIZER_FILE, file_sha256, load_tokenizer, save_tokenizer, train_tokenizer
+from masklab.data_prep.words import word_starts
 from masklab.errors import DataError
 
 log = logging.getLogger("masklab.data_prep")

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from data_prep.tokenizer import TokenizerInfo, file_sha256
+from masklab.data_prep.tokenizer import TokenizerInfo, file_sha256
 from masklab.errors import DataError
 
 FORMAT = "masklab-shards-v1"

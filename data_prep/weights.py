@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from data_prep.shards import ShardSet
+from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError
 
 FORMAT = "masklab-token-weights-v1"

@@ -29,5 +29,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"downstream.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'downstream' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

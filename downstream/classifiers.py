@@ -17,9 +17,9 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from downstream import metrics as M
-from downstream._io import atomic_dir, read_json, write_json
-from downstream.data import check_binary
+from masklab.downstream import metrics as M
+from masklab.downstream._io import atomic_dir, read_json, write_json
+from masklab.downstream.data import check_binary
 from masklab.errors import DataError, MaskLabError
 
 log = logging.getLogger("masklab.downstream")
@@ -60,7 +60,7 @@ def make_classifier(name: str, seed: int = 0) -> Pipeline:
                                                colsample_bytree=0.8, tree_method="hist", random_state=seed,
                                                n_jobs=1, eval_metric="logloss"))])
     if name == "tfidf":
-        from downstream.tfidf import make_tfidf_lr
+        from masklab.downstream.tfidf import make_tfidf_lr
 
         return make_tfidf_lr(seed)
     raise MaskLabError(f"classifier '{name}' is not one of {', '.join(NAMES + ('tfidf',))}")
@@ -201,7 +201,7 @@ class Bundle:
     @property
     def encoder(self):
         if self._encoder is None and self.info["encoder"]["kind"] != "text":
-            from downstream.encoders import encoder_from_spec
+            from masklab.downstream.encoders import encoder_from_spec
 
             self._encoder = encoder_from_spec(self.info["encoder"])
         return self._encoder

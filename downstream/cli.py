@@ -22,7 +22,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_data(args):
-    from downstream.data import load_labelled
+    from masklab.downstream.data import load_labelled
 
     return load_labelled(args.data, args.text_column, args.label_column, args.positive_label, args.split)
 
@@ -35,7 +35,7 @@ def _ints(spec: str) -> list[int]:
 
 
 def _embed(args) -> int:
-    from downstream.pipeline import embed
+    from masklab.downstream.pipeline import embed
 
     data = _load_data(args)
     embed(args.model, data, args.out, pooling=args.pooling, progress=not args.no_progress, kind=args.kind,
@@ -50,8 +50,8 @@ def _classify(args) -> int:
         return _predict(args)
     if not args.embeddings or not args.out:
         raise MaskLabError("classify needs --embeddings DIR and --out DIR (or --predict --model-bundle DIR)")
-    from downstream.classifiers import parse_names
-    from downstream.pipeline import classify, print_table
+    from masklab.downstream.classifiers import parse_names
+    from masklab.downstream.pipeline import classify, print_table
 
     names = parse_names(args.classifiers)
     save = None if args.save == "none" else args.save
@@ -71,7 +71,7 @@ def _predict(args) -> int:
             texts += [line.rstrip("\n") for line in f if line.strip()]
     if not texts:
         raise MaskLabError("--predict needs --text TEXT (repeatable) or --input FILE (one prompt per line)")
-    from downstream.classifiers import load_bundle
+    from masklab.downstream.classifiers import load_bundle
 
     b = load_bundle(args.model_bundle)
     out = b.predict(texts)
@@ -83,7 +83,7 @@ def _predict(args) -> int:
 
 
 def _finetune(args) -> int:
-    from downstream.finetune import FinetuneConfig, finetune, finetune_cv
+    from masklab.downstream.finetune import FinetuneConfig, finetune, finetune_cv
 
     cfg = FinetuneConfig(pooling=args.pooling, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup_ratio=args.warmup, patience=args.patience, val_fraction=args.val_fraction,
@@ -91,8 +91,8 @@ def _finetune(args) -> int:
                          seed=args.seed, device=args.device)
     data = _load_data(args)
     if args.cv:
-        from downstream._io import atomic_dir, write_run
-        from downstream.pipeline import print_table
+        from masklab.downstream._io import atomic_dir, write_run
+        from masklab.downstream.pipeline import print_table
 
         res = finetune_cv(args.model, data, folds=args.cv, seeds=(args.seed,), cfg=cfg)
         with atomic_dir(args.out) as tmp:
@@ -107,7 +107,7 @@ def _finetune(args) -> int:
 
 
 def _report(args) -> int:
-    from downstream.report import write_report
+    from masklab.downstream.report import write_report
 
     path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title)
     print(f"report: {path}")

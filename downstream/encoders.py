@@ -224,8 +224,8 @@ class MaskLabEncoder(Encoder):
 
     def __init__(self, path: str, imported: bool = False, random_init: bool = False, seed: int = 0, **kw):
         super().__init__(path, **kw)
-        import pretrain
-        from data_prep.tokenizer import tokenizer_info
+        from masklab import pretrain
+        from masklab.data_prep.tokenizer import tokenizer_info
 
         if imported:
             self.kind = "masklab-import"

@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from downstream import metrics as M
-from downstream._io import atomic_dir, read_json, write_json, write_run
+from masklab.downstream import metrics as M
+from masklab.downstream._io import atomic_dir, read_json, write_json, write_run
 from masklab.errors import MaskLabError
 
 log = logging.getLogger("masklab.downstream")
@@ -66,11 +66,11 @@ class MeanPoolClassifier(nn.Module):
 
 def source_hf_dir(model_path: str | Path, workdir: Path) -> Path:
     """An HF directory for the source model: itself, or our checkpoint exported into workdir."""
-    from downstream.encoders import detect_kind
+    from masklab.downstream.encoders import detect_kind
 
     if detect_kind(model_path) == "hf":
         return Path(model_path)
-    from pretrain import export_hf
+    from masklab.pretrain import export_hf
 
     return Path(export_hf(model_path, workdir / "source_hf"))
 
@@ -217,7 +217,7 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
     """Split data (stratified train / val / test), fine-tune, evaluate on test, save atomically:
     out_dir/model (HF directory, see module doc) + a run directory for `report` (test split).
     `data`: a LabelledData. -> {history, test metrics, model_dir}."""
-    from downstream.data import check_binary
+    from masklab.downstream.data import check_binary
 
     y = check_binary(data.labels)
     rest, test = split_indices(y, cfg.test_fraction, cfg.seed)
@@ -254,7 +254,7 @@ def finetune_cv(model_path: str | Path, data, folds: int = 5, seeds: Sequence[in
                 cfg: FinetuneConfig = FinetuneConfig(), n_boot: int = 1000) -> dict:
     """Stratified k-fold CV of full fine-tuning (validation split carved from each training fold);
     same result format as classifiers.cross_validate, under the name 'finetune_<pooling>'."""
-    from downstream.classifiers import cross_validate
+    from masklab.downstream.classifiers import cross_validate
 
     with tempfile.TemporaryDirectory() as work:
         hf_dir = source_hf_dir(model_path, Path(work))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-from downstream.data import check_binary
+from masklab.downstream.data import check_binary
 
 THRESHOLD_METRICS = ("accuracy", "precision", "recall", "f1")
 RANK_METRICS = ("roc_auc", "pr_auc", "tpr_at_1pct_fpr")

@@ -12,10 +12,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from downstream._io import atomic_dir, read_json, write_json, write_run
-from downstream.classifiers import cross_validate, fit, save_bundle
-from downstream.data import LabelledData, check_binary, load_bastion
-from downstream.encoders import load_encoder
+from masklab.downstream._io import atomic_dir, read_json, write_json, write_run
+from masklab.downstream.classifiers import cross_validate, fit, save_bundle
+from masklab.downstream.data import LabelledData, check_binary, load_bastion
+from masklab.downstream.encoders import load_encoder
 from masklab.errors import DataError, MaskLabError
 
 log = logging.getLogger("masklab.downstream")
@@ -90,8 +90,8 @@ def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: 
 
 
 def _cross_source(X, y, Xt, yt, names, seed, grid, n_boot) -> dict:
-    from downstream import metrics as M
-    from downstream.classifiers import scores
+    from masklab.downstream import metrics as M
+    from masklab.downstream.classifiers import scores
 
     out = {}
     for name in names:

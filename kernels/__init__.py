@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from kernels.dispatch import get_backend, implementation, resolve, set_backend
+from masklab.kernels.dispatch import get_backend, implementation, resolve, set_backend
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,

@@ -83,17 +83,17 @@ def resolve(op: str, device: torch.device, override: Optional[str] = None) -> st
 
 _IMPLS = {
     # op -> backend -> "module:function"
-    "varlen_attention": {"torch": "kernels.attention:varlen_attention_torch",
-                         "triton": "kernels.triton_attention:varlen_attention_triton",
-                         "flash_attn": "kernels.attention:varlen_attention_flash"},
-    "masked_token_loss": {"torch": "kernels.mlm_loss:masked_token_loss_torch",
-                          "triton": "kernels.triton_mlm_loss:masked_token_loss_triton"},
-    "insert_masks": {"torch": "kernels.insert:insert_masks_torch",
-                     "triton": "kernels.triton_rows:insert_masks_triton"},
-    "gather_rows": {"torch": "kernels.rows:gather_rows_torch",
-                    "triton": "kernels.triton_rows:gather_rows_triton"},
-    "scatter_rows": {"torch": "kernels.rows:scatter_rows_torch",
-                     "triton": "kernels.triton_rows:scatter_rows_triton"},
+    "varlen_attention": {"torch": "masklab.kernels.attention:varlen_attention_torch",
+                         "triton": "masklab.kernels.triton_attention:varlen_attention_triton",
+                         "flash_attn": "masklab.kernels.attention:varlen_attention_flash"},
+    "masked_token_loss": {"torch": "masklab.kernels.mlm_loss:masked_token_loss_torch",
+                          "triton": "masklab.kernels.triton_mlm_loss:masked_token_loss_triton"},
+    "insert_masks": {"torch": "masklab.kernels.insert:insert_masks_torch",
+                     "triton": "masklab.kernels.triton_rows:insert_masks_triton"},
+    "gather_rows": {"torch": "masklab.kernels.rows:gather_rows_torch",
+                    "triton": "masklab.kernels.triton_rows:gather_rows_triton"},
+    "scatter_rows": {"torch": "masklab.kernels.rows:scatter_rows_torch",
+                     "triton": "masklab.kernels.triton_rows:scatter_rows_triton"},
 }
 
 

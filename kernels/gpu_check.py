@@ -75,9 +75,9 @@ def _tools():
 
 def _jobs(subset: bool) -> list[dict]:
     """Every (kernel, signature, constexprs, launch options) we ship."""
-    from kernels import triton_attention as A
-    from kernels import triton_mlm_loss as L
-    from kernels import triton_rows as R
+    from masklab.kernels import triton_attention as A
+    from masklab.kernels import triton_mlm_loss as L
+    from masklab.kernels import triton_rows as R
 
     jobs = []
     # subset (the CI test, ~1 min cold on 2 cores): the training dtype, BERT-base and the largest head
@@ -174,7 +174,7 @@ def run_checks(targets=("sm_90",), subset: bool = False, jobs: Optional[int] = N
     for t in targets:
         if t not in TARGETS:
             raise MaskLabError(f"unsupported gpu-check target '{t}': supported are {', '.join(TARGETS)}")
-    from kernels.dispatch import triton_interpreting
+    from masklab.kernels.dispatch import triton_interpreting
 
     if triton_interpreting():
         raise MaskLabError("gpu-check compiles real GPU code: unset TRITON_INTERPRET (the interpreter replaces the "

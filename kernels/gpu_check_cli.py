@@ -3,13 +3,13 @@ from __future__ import annotations
 
 
 def _gpu_check(args) -> int:
-    from kernels.gpu_check import _run
+    from masklab.kernels.gpu_check import _run
 
     return _run(args)
 
 
 def register(sub) -> None:
-    from kernels.gpu_check import add_args
+    from masklab.kernels.gpu_check import add_args
 
     p = sub.add_parser("gpu-check", help="compile every Triton kernel config for sm_90/sm_80; report registers, spills")
     add_args(p)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.rows import check_index
+from masklab.kernels.rows import check_index
 
 
 def check_insert_args(visible, visible_index, insert_positions, mask_rows, total_tokens) -> None:

@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention import check_varlen_args
-from kernels.dispatch import triton_interpreting
+from masklab.kernels.attention import check_varlen_args
+from masklab.kernels.dispatch import triton_interpreting
 
 MAX_GRID_YZ = 65535
 LOG2E = 1.4426950408889634

@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import triton_interpreting
-from kernels.mlm_loss import IGNORE_INDEX, check_mlm_args, head_transform
+from masklab.kernels.dispatch import triton_interpreting
+from masklab.kernels.mlm_loss import IGNORE_INDEX, check_mlm_args, head_transform
 
 BLOCK_ROWS = 16
 BLOCK_COLS = 128  # wider fp32 tiles spill on sm_80/sm_90 (masklab gpu-check)
@@ -180,9 +180,9 @@ def _masked_token_loss(use_triton: bool, hidden, positions, labels, dense_weight
     if int(vocab_chunk) < 1:
         raise ValueError(f"vocab_chunk must be >= 1, got {vocab_chunk}")
     if use_triton:
-        from kernels.triton_rows import gather_rows_triton as gather
+        from masklab.kernels.triton_rows import gather_rows_triton as gather
     else:
-        from kernels.rows import gather_rows_torch as gather
+        from masklab.kernels.rows import gather_rows_torch as gather
     x = head_transform(gather(hidden, positions), dense_weight, dense_bias, ln_weight, ln_bias, ln_eps)
     if x.dtype != decoder_weight.dtype:  # autocast: the GEMMs run in the activation dtype
         decoder_weight = decoder_weight.to(x.dtype)

@@ -15,8 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.insert import check_insert_args
-from kernels.rows import check_index
+from masklab.kernels.insert import check_insert_args
+from masklab.kernels.rows import check_index
 
 BLOCK_R = 16
 MAX_BLOCK_F = 1024

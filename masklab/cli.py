@@ -16,12 +16,12 @@ from masklab.errors import MaskLabError
 
 # module paths whose `register(subparsers)` add subcommands, in --help order
 STAGES = [
-    "data_prep.cli",  # prep, pmi
-    "pretrain.cli",  # train, export, import, evaluate
-    "downstream.cli",  # embed, classify, finetune, report
+    "masklab.data_prep.cli",  # prep, pmi
+    "masklab.pretrain.cli",  # train, export, import, evaluate
+    "masklab.downstream.cli",  # embed, classify, finetune, report
     "masklab.env",  # env
     "masklab.smoke",  # smoke
-    "kernels.gpu_check_cli",  # gpu-check
+    "masklab.kernels.gpu_check_cli",  # gpu-check
 ]
 
 

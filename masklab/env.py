@@ -17,7 +17,7 @@ def _version(dist: str) -> str:
 def report() -> list[tuple[str, str]]:
     import torch
 
-    from kernels import dispatch
+    from masklab.kernels import dispatch
 
     rows = [("python", platform.python_version()), ("platform", platform.platform())]
     for d in ("masklab", "torch", "triton", "transformers", "tokenizers", "datasets", "omegaconf", "safetensors",

@@ -16,9 +16,9 @@ log = logging.getLogger("masklab.smoke")
 
 
 def run(out: Path, config: str, overrides: list[str], folds: int = 5) -> dict:
-    from data_prep import PrepOptions, prepare
-    from pretrain.hf_io import export_hf
-    from pretrain.train import train
+    from masklab.data_prep import PrepOptions, prepare
+    from masklab.pretrain.hf_io import export_hf
+    from masklab.pretrain.train import train
 
     t0 = time.time()
     out = Path(out)
@@ -36,7 +36,7 @@ def run(out: Path, config: str, overrides: list[str], folds: int = 5) -> dict:
     export_hf(result["checkpoint"], hf_dir, overwrite=True)
     _check_hf(hf_dir)
     print(f"[4/4] detection: bastioncorpus, mean-pooled embeddings, logistic regression, {folds}-fold CV")
-    from downstream import detect_smoke
+    from masklab.downstream import detect_smoke
 
     det = detect_smoke(str(result["checkpoint"]), str(det_dir), folds=folds)
     summary = {

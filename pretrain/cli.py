@@ -10,7 +10,7 @@ from masklab.config import load_config, to_yaml
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pretrain.train import train
+    from masklab.pretrain.train import train
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pretrain.hf_io import export_hf
+    from masklab.pretrain.hf_io import export_hf
 
     out = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
     print(f"exported Hugging Face model: {out}")
@@ -35,9 +35,9 @@ def _import(args: argparse.Namespace) -> int:
 
     from omegaconf import OmegaConf
 
-    from data_prep.tokenizer import save_tokenizer
-    from pretrain.checkpoint import save_checkpoint
-    from pretrain.hf_io import import_hf
+    from masklab.data_prep.tokenizer import save_tokenizer
+    from masklab.pretrain.checkpoint import save_checkpoint
+    from masklab.pretrain.hf_io import import_hf
     from masklab.config import from_yaml_text
 
     model, tok, cfg = import_hf(args.hf_dir)
@@ -78,7 +78,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory to create")
     p.set_defaults(func=_import)
     try:
-        from pretrain.evaluate_cli import register as register_eval
+        from masklab.pretrain.evaluate_cli import register as register_eval
     except ModuleNotFoundError:
         return
     register_eval(sub)

@@ -15,9 +15,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from data_prep.shards import ShardSet
-from pretrain.batch import UnpaddedBatch
-from pretrain.masking import EVAL_STREAM, MaskedBatch, build_masker, masking_rate
+from masklab.data_prep.shards import ShardSet
+from masklab.pretrain.batch import UnpaddedBatch
+from masklab.pretrain.masking import EVAL_STREAM, MaskedBatch, build_masker, masking_rate
 
 
 @dataclass

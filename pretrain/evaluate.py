@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.batch import UnpaddedBatch
+from masklab.pretrain.batch import UnpaddedBatch
 
 
 @torch.no_grad()

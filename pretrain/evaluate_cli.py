@@ -18,13 +18,13 @@ def _evaluate(args) -> int:
     import torch
     from omegaconf import OmegaConf
 
-    from data_prep.shards import ShardSet
-    from data_prep.tokenizer import load_tokenizer
+    from masklab.data_prep.shards import ShardSet
+    from masklab.data_prep.tokenizer import load_tokenizer
     from masklab.errors import DataError
-    from pretrain.data import Collator, eval_batches
-    from pretrain.evaluate import evaluate_batches
-    from pretrain.hf_io import load_pretrained, resolve_checkpoint
-    from pretrain.pll import pll_report_ids
+    from masklab.pretrain.data import Collator, eval_batches
+    from masklab.pretrain.evaluate import evaluate_batches
+    from masklab.pretrain.hf_io import load_pretrained, resolve_checkpoint
+    from masklab.pretrain.pll import pll_report_ids
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, _, cfg = load_pretrained(args.checkpoint, device)

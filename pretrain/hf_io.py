@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from data_prep.tokenizer import load_tokenizer
+from masklab.data_prep.tokenizer import load_tokenizer
 from masklab.config import MaskLabConfig, from_yaml_text
 from masklab.errors import CheckpointError
-from pretrain.checkpoint import MARKER, latest_checkpoint, load_model_weights
-from pretrain.model import build_model
+from masklab.pretrain.checkpoint import MARKER, latest_checkpoint, load_model_weights
+from masklab.pretrain.model import build_model
 
-SUPPORTED_HF = {"bert": "pretrain.hf_bert", "modernbert": "pretrain.hf_modernbert"}
+SUPPORTED_HF = {"bert": "masklab.pretrain.hf_bert", "modernbert": "masklab.pretrain.hf_modernbert"}
 
 
 def _mapping(preset: str):

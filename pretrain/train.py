@@ -18,18 +18,18 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-import kernels
-from data_prep.shards import ShardSet
+from masklab import kernels
+from masklab.data_prep.shards import ShardSet
 from masklab.config import require_set, to_yaml
 from masklab.errors import ConfigError, MaskLabError
-from pretrain import distributed as D
-from pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, save_checkpoint
-from pretrain.data import Collator, StepDataset, eval_batches, step_loader
-from pretrain.evaluate import evaluate_batches
-from pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
-from pretrain.metrics import MetricsLog, matmul_peak_flops, peak_memory_mb, step_flops
-from pretrain.engine import DeepSpeedEngine, Engine
-from pretrain.model import build_model
+from masklab.pretrain import distributed as D
+from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, save_checkpoint
+from masklab.pretrain.data import Collator, StepDataset, eval_batches, step_loader
+from masklab.pretrain.evaluate import evaluate_batches
+from masklab.pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
+from masklab.pretrain.metrics import MetricsLog, matmul_peak_flops, peak_memory_mb, step_flops
+from masklab.pretrain.engine import DeepSpeedEngine, Engine
+from masklab.pretrain.model import build_model
 
 log = logging.getLogger("masklab.train")
 

@@ -18,7 +18,7 @@ TINY = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "mode
 @pytest.fixture(scope="session")
 def prepared_data(tmp_path_factory) -> Path:
     """A small prepared corpus (600 pydoc paragraphs, WordPiece 2000), shared read-only."""
-    from data_prep import PrepOptions, prepare
+    from masklab.data_prep import PrepOptions, prepare
 
     out = tmp_path_factory.mktemp("data") / "pydoc600"
     prepare(PrepOptions(source="pydoc", out=str(out), max_documents=600, vocab_size=2000))

@@ -4,8 +4,8 @@ schedules in schedule.py, counter-based randomness in rng.py."""
 from typing import Optional
 
 from masklab.errors import ConfigError
-from pretrain.masking.masker import EVAL_STREAM, MaskedBatch, MaskedSample, Masker, sample_rng
-from pretrain.masking.schedule import masking_rate
+from masklab.pretrain.masking.masker import EVAL_STREAM, MaskedBatch, MaskedSample, Masker, sample_rng
+from masklab.pretrain.masking.schedule import masking_rate
 
 WORD_UNITS = ("whole_word", "pmi", "span")
 
@@ -36,14 +36,14 @@ def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: O
     if cfg.unit == "pmi":
         if not cfg.pmi_table:
             raise ConfigError("masking.unit=pmi needs masking.pmi_table (build one with `masklab pmi`)")
-        from data_prep.pmi import load_pmi_table
+        from masklab.data_prep.pmi import load_pmi_table
 
         pmi = load_pmi_table(cfg.pmi_table, tok.sha256, tok.vocab_size)
     weights = None
     if cfg.informask_weights:
         if cfg.selector != "budget":
             raise ConfigError("masking.informask_weights needs masking.selector=budget")
-        from data_prep.weights import load_token_weights
+        from masklab.data_prep.weights import load_token_weights
 
         weights = load_token_weights(cfg.informask_weights, tok.sha256, tok.vocab_size)
     return Masker(cfg, tok, pmi, weights)

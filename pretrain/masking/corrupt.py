@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pretrain.masking import rng as R
-from pretrain.masking.segment import FlatBatch
+from masklab.pretrain.masking import rng as R
+from masklab.pretrain.masking.segment import FlatBatch
 
 
 def corrupt(fb: FlatBatch, positions: np.ndarray, unit_first: np.ndarray, probs: np.ndarray, mask_id: int,

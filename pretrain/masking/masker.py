@@ -15,11 +15,11 @@ from typing import Optional, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from data_prep.tokenizer import TokenizerInfo
-from pretrain.masking.corrupt import corrupt
-from pretrain.masking.rng import Stream
-from pretrain.masking.segment import FlatBatch, segment
-from pretrain.masking.select import select
+from masklab.data_prep.tokenizer import TokenizerInfo
+from masklab.pretrain.masking.corrupt import corrupt
+from masklab.pretrain.masking.rng import Stream
+from masklab.pretrain.masking.segment import FlatBatch, segment
+from masklab.pretrain.masking.select import select
 
 EVAL_STREAM = 2**31 - 1  # the `step` slot of evaluation batches: disjoint from training steps
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pretrain.masking import rng as R
+from masklab.pretrain.masking import rng as R
 
 
 @dataclass
@@ -105,7 +105,7 @@ def pmi_units(fb: FlatBatch, masker) -> np.ndarray:
     W = len(first)
     if table is None or W < 2:
         return flags
-    from data_prep.pmi import ngram_hashes, word_hashes
+    from masklab.data_prep.pmi import ngram_hashes, word_hashes
 
     wh = word_hashes(fb.tokens, fb.maskable, first, length, table.token_hash)
     taken = np.zeros(W, dtype=bool)

@@ -14,8 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from pretrain.masking import rng as R
-from pretrain.masking.segment import FlatBatch
+from masklab.pretrain.masking import rng as R
+from masklab.pretrain.masking.segment import FlatBatch
 
 _LO16 = np.uint64(0xFFFF)
 

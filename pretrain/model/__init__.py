@@ -4,9 +4,9 @@ from __future__ import annotations
 import importlib
 
 from masklab.errors import ConfigError
-from pretrain.model.bert import BertMLM
+from masklab.pretrain.model.bert import BertMLM
 
-PRESETS = {"bert": "pretrain.model.bert:BertMLM", "modernbert": "pretrain.model.modernbert:ModernBertMLM"}
+PRESETS = {"bert": "masklab.pretrain.model.bert:BertMLM", "modernbert": "masklab.pretrain.model.modernbert:ModernBertMLM"}
 
 
 def padded_vocab_size(n: int, multiple: int) -> int:

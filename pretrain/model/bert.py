@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import kernels
-from pretrain.batch import UnpaddedBatch
+from masklab import kernels
+from masklab.pretrain.batch import UnpaddedBatch
 
 
 class BertEmbeddings(nn.Module):

@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import kernels
+from masklab import kernels
 from masklab.errors import ConfigError
-from pretrain.batch import UnpaddedBatch
+from masklab.pretrain.batch import UnpaddedBatch
 
 RopeTables = dict  # theta -> (cos, sin), each fp32 [T, 1, head_dim]
 

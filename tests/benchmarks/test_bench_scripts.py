@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(script, *args, tmp_path):
     out = tmp_path / "t.md"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+    module = "benchmarks." + script.removesuffix(".py")
+    r = subprocess.run([sys.executable, "-m", module, *args, "--out", str(out)],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     return out.read_text()

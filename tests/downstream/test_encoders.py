@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from downstream.encoders import detect_kind, load_encoder, pool_padded, pool_unpadded
+from masklab.downstream.encoders import detect_kind, load_encoder, pool_padded, pool_unpadded
 from masklab.errors import CheckpointError, MaskLabError
 
 from .toydata import BAD, GOOD
@@ -82,8 +82,8 @@ def test_tokenizer_larger_than_model_vocab_is_refused(tiny_ckpt, tmp_path):
 def test_nan_weights_give_a_clear_error_and_no_output(tiny_ckpt, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from downstream.data import LabelledData
-    from downstream.pipeline import embed
+    from masklab.downstream.data import LabelledData
+    from masklab.downstream.pipeline import embed
 
     ck = tmp_path / "ck"
     shutil.copytree(tiny_ckpt, ck)
@@ -104,7 +104,7 @@ def test_random_init_baseline_differs(tiny_bert_dir):
 
 def test_minilm_matches_sentence_transformers(minilm):
     st = pytest.importorskip("sentence_transformers")
-    from downstream.data import load_bastion
+    from masklab.downstream.data import load_bastion
 
     texts = load_bastion().texts[:12]
     full = st.SentenceTransformer(str(minilm), device="cpu")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from downstream.data import LabelledData, from_records
-from downstream.finetune import FinetuneConfig, finetune, load_finetuned, predict_logodds
+from masklab.downstream.data import LabelledData, from_records
+from masklab.downstream.finetune import FinetuneConfig, finetune, load_finetuned, predict_logodds
 from masklab.errors import MaskLabError
 
 from .toydata import toy_rows
@@ -44,7 +44,7 @@ def test_finetune_from_our_checkpoint(tiny_ckpt, tmp_path):
 
 
 def test_finetune_cv_shares_the_result_format(tiny_bert_dir):
-    from downstream.finetune import finetune_cv
+    from masklab.downstream.finetune import finetune_cv
 
     res = finetune_cv(str(tiny_bert_dir), _toy(2), folds=2, cfg=FinetuneConfig(epochs=1, max_steps=2, max_length=32),
                       n_boot=20)["finetune_cls"]
@@ -54,7 +54,7 @@ def test_finetune_cv_shares_the_result_format(tiny_bert_dir):
 @pytest.fixture(scope="module")
 def runs(tiny_ckpt, tmp_path_factory):
     """Embeddings of the toy set, a CV run and a cross-source run (train 'de' rows, test 'en')."""
-    from downstream.pipeline import classify, embed
+    from masklab.downstream.pipeline import classify, embed
 
     tmp_path = tmp_path_factory.mktemp("runs")
     data = _toy()
@@ -68,7 +68,7 @@ def runs(tiny_ckpt, tmp_path_factory):
 
 
 def test_report_writes_what_it_claims(runs):
-    from downstream.report import write_report
+    from masklab.downstream.report import write_report
 
     path = write_report([runs / "cv", runs / "cross"], runs / "report", latency=True, k_errors=3)
     files = {p.name for p in (runs / "report").iterdir()}
@@ -85,7 +85,7 @@ def test_report_writes_what_it_claims(runs):
 
 
 def test_report_failure_leaves_output_unchanged(runs, tmp_path):
-    from downstream.report import write_report
+    from masklab.downstream.report import write_report
 
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "keep.txt").write_text("old")
@@ -119,7 +119,7 @@ def test_cli_help_for_each_stage(capsys):
 
 
 def test_detect_smoke_on_a_checkpoint(tiny_ckpt, tmp_path):
-    import downstream
+    from masklab import downstream
 
     torch.manual_seed(0)
     d = downstream.detect_smoke(str(tiny_ckpt), str(tmp_path / "det"), folds=5, seed=0)

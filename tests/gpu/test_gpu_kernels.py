@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-import kernels
+from masklab import kernels
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -85,10 +85,10 @@ def test_rows_gpu(dtype):
 
 
 def test_model_loss_triton_vs_torch(prepared_data):
-    from data_prep import ShardSet
+    from masklab.data_prep import ShardSet
     from masklab.config import load_config
-    from pretrain.data import Collator
-    from pretrain.model import build_model
+    from masklab.pretrain.data import Collator
+    from masklab.pretrain.model import build_model
 
     cfg = load_config("configs/smoke_gpu.yaml", [f"data.shards={prepared_data}", "model.hidden_dropout=0"])
     shards = ShardSet(prepared_data)
@@ -105,7 +105,7 @@ def test_model_loss_triton_vs_torch(prepared_data):
 
 def test_smoke_training_run_on_gpu(tiny_overrides):
     from masklab.config import load_config
-    from pretrain.train import train
+    from masklab.pretrain.train import train
 
     ov = [o for o in tiny_overrides if o != "train.device=cpu"]
     r = train(load_config("configs/smoke_gpu.yaml", ov + ["train.max_steps=30", "train.eval_every=30"]))

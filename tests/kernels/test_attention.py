@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-import kernels
-from kernels.attention import varlen_attention_torch
+from masklab import kernels
+from masklab.kernels.attention import varlen_attention_torch
 
 
 def pack(lq, lk, H, D, dtype=torch.float32, seed=0):
@@ -239,7 +239,7 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error():
 
 
 def test_launch_checks():
-    from kernels.triton_attention import check_launch, seq_bucket
+    from masklab.kernels.triton_attention import check_launch, seq_bucket
 
     with pytest.raises(ValueError, match="power of two >= 16"):
         check_launch(64, 8, 64, 1)
@@ -253,7 +253,7 @@ def test_launch_checks():
 
 
 def test_every_shipped_config_passes_launch_checks():
-    from kernels import triton_attention as A
+    from masklab.kernels import triton_attention as A
 
     for table in (A.FWD_CONFIGS, A.BWD_CONFIGS):
         for hc, cfgs in table.items():

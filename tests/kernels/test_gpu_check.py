@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from kernels import gpu_check
+from masklab.kernels import gpu_check
 from masklab.errors import MaskLabError
 
 
@@ -36,7 +36,7 @@ def test_shipped_configs_compile_for_h100_and_a100_without_spills(tmp_path):
 
 
 def test_subset_covers_every_shipped_attention_config():
-    from kernels import triton_attention as A
+    from masklab.kernels import triton_attention as A
 
     for subset in (True, False):
         jobs = gpu_check._jobs(subset=subset)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import kernels
-from kernels.mlm_loss import head_transform, masked_token_loss_torch
-from kernels.triton_mlm_loss import (
+from masklab import kernels
+from masklab.kernels.mlm_loss import head_transform, masked_token_loss_torch
+from masklab.kernels.triton_mlm_loss import (
     masked_token_loss_chunked_torch,
     masked_token_loss_triton,
 )

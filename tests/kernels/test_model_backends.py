@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-import kernels
-from data_prep import ShardSet
+from masklab import kernels
+from masklab.data_prep import ShardSet
 from masklab.config import load_config
-from pretrain.data import Collator
-from pretrain.model import build_model
+from masklab.pretrain.data import Collator
+from masklab.pretrain.model import build_model
 
 
 @pytest.mark.parametrize("extra", [[], ["masking.insertion=late", "masking.insert_layer=1"],

@@ -6,9 +6,9 @@ rounds once, so bf16 gradients with duplicates are compared at bf16 resolution (
 import pytest
 import torch
 
-import kernels
-from kernels.insert import insert_masks_torch
-from kernels.rows import gather_rows_torch, scatter_rows_torch
+from masklab import kernels
+from masklab.kernels.insert import insert_masks_torch
+from masklab.kernels.rows import gather_rows_torch, scatter_rows_torch
 
 
 def _pair(name, *args):

@@ -3,14 +3,14 @@ session's small prepared corpus, and a Collator factory."""
 import numpy as np
 import pytest
 
-from data_prep import ShardSet
+from masklab.data_prep import ShardSet
 from masklab.config import load_config
-from pretrain.data import Collator
+from masklab.pretrain.data import Collator
 
 
 @pytest.fixture(scope="session")
 def pmi_table(prepared_data, tmp_path_factory):
-    from data_prep.pmi import build_pmi_table
+    from masklab.data_prep.pmi import build_pmi_table
 
     out = tmp_path_factory.mktemp("pmi") / "table"
     build_pmi_table(str(prepared_data), str(out), min_count=2, size=600, progress=False)
@@ -19,7 +19,7 @@ def pmi_table(prepared_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def weights_table(prepared_data, tmp_path_factory):
-    from data_prep.weights import build_token_weights
+    from masklab.data_prep.weights import build_token_weights
 
     out = tmp_path_factory.mktemp("informask") / "weights"
     build_token_weights(str(prepared_data), str(out))

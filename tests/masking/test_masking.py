@@ -9,8 +9,8 @@ from scipy import stats
 
 from masklab.config import load_config
 from masklab.errors import ConfigError
-from pretrain.data import StepDataset, step_loader
-from pretrain.masking import build_masker, masking_rate, sample_rng
+from masklab.pretrain.data import StepDataset, step_loader
+from masklab.pretrain.masking import build_masker, masking_rate, sample_rng
 from tests.masking.conftest import batch_units, make_collator
 
 UNITS = ["token", "whole_word", "span", "pmi"]
@@ -248,7 +248,7 @@ def test_mask_sample_matches_a_batch_of_one(prepared_data):
 
 
 def test_late_mode_partition_and_model_equivalence(prepared_data):
-    from pretrain.model import build_model
+    from masklab.pretrain.model import build_model
 
     c = make_collator(prepared_data, "masking.insertion=late", "masking.insert_layer=2", "masking.rate=0.4",
                       "model.hidden_size=64", "model.num_layers=3", "model.num_heads=2", "model.intermediate_size=96",
@@ -337,7 +337,7 @@ def test_word_units_need_word_starts(prepared_data, pmi_table, tmp_path, unit):
 def test_informask_weights_give_sampling_without_replacement_proportional_to_weight(prepared_data):
     """Two one-token units, a budget of exactly one token: the Gumbel / exponential race takes
     unit a with probability w_a / (w_a + w_b), and the weights change nothing else."""
-    from pretrain.masking import Masker
+    from masklab.pretrain.masking import Masker
 
     c = make_collator(prepared_data, "masking.rate=0.5")
     a, b = sorted(set(range(c.tok.vocab_size)) - set(c.tok.special_ids))[:2]

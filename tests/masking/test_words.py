@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from data_prep import PrepOptions, ShardSet, prepare
-from data_prep.tokenizer import train_tokenizer
-from data_prep.words import word_starts
+from masklab.data_prep import PrepOptions, ShardSet, prepare
+from masklab.data_prep.tokenizer import train_tokenizer
+from masklab.data_prep.words import word_starts
 
 TEXT = ["the quick brown fox jumps over the lazy dog", "tokenization of unbelievably long words",
         "masked language modelling pretrains encoders", "whole word masking keeps pieces together"] * 20

@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 from transformers import ModernBertConfig
 
-from data_prep import ShardSet
+from masklab.data_prep import ShardSet
 from masklab.config import load_config
-from pretrain.data import Collator
-from pretrain.model import build_model
-from pretrain.model.modernbert import rope_tables
+from masklab.pretrain.data import Collator
+from masklab.pretrain.model import build_model
+from masklab.pretrain.model.modernbert import rope_tables
 from tests.model.util import checkpoint, mixed_batch, tiny_cfg
 
 
@@ -96,7 +96,7 @@ def test_late_insertion_inserts_the_mask_embedding(prepared_data):
 
 def test_base_recipe_is_modernbert_base():
     """configs/modernbert_base.yaml maps onto the architecture of HF's ModernBERT-base defaults."""
-    from pretrain.hf_modernbert import hf_config
+    from masklab.pretrain.hf_modernbert import hf_config
 
     cfg = load_config("configs/modernbert_base.yaml", ["data.shards=x"])
     ours, ref = hf_config(cfg.model, 50368).to_dict(), ModernBertConfig().to_dict()
@@ -111,7 +111,7 @@ def test_base_recipe_is_modernbert_base():
 
 
 def test_modernbert_trains(prepared_data, tmp_path):
-    from pretrain.train import train
+    from masklab.pretrain.train import train
     from tests.conftest import TINY
 
     cfg = load_config("configs/modernbert_smoke_cpu.yaml",

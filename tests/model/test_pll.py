@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from data_prep import load_tokenizer
-from pretrain.pll import pll_report, pll_tokens
+from masklab.data_prep import load_tokenizer
+from masklab.pretrain.pll import pll_report, pll_tokens
 from tests.model.util import checkpoint
 
 SENTENCE = "the for statement is used to iterate over the elements of a sequence such as a string tuple or list"

@@ -1,10 +1,10 @@
 """Helpers for the model tests: tiny random checkpoints of both presets, padded batches of mixed lengths."""
 import torch
 
-from data_prep import load_tokenizer
+from masklab.data_prep import load_tokenizer
 from masklab.config import load_config, to_yaml
-from pretrain.checkpoint import save_checkpoint
-from pretrain.model import build_model
+from masklab.pretrain.checkpoint import save_checkpoint
+from masklab.pretrain.model import build_model
 
 PRESETS = {
     "bert": ["model.preset=bert", "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2",

@@ -12,8 +12,8 @@ import pytest
 
 from masklab.config import load_config
 from masklab.errors import CheckpointError, MaskLabError
-from pretrain.checkpoint import list_checkpoints
-from pretrain.train import train
+from masklab.pretrain.checkpoint import list_checkpoints
+from masklab.pretrain.train import train
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.reliability
@@ -49,8 +49,8 @@ def test_invalid_utf8_is_skipped_and_counted_cli(tmp_path):
 
 
 def test_one_megabyte_single_line_document(tmp_path):
-    from data_prep import PrepOptions, ShardSet, prepare
-    from pretrain.data import build_samples
+    from masklab.data_prep import PrepOptions, ShardSet, prepare
+    from masklab.pretrain.data import build_samples
 
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
     rng = np.random.default_rng(0)
@@ -133,7 +133,7 @@ def test_torch_load_weights_only_refuses_pickle_payloads(tmp_path):
 
 
 def test_tokenizer_mismatch_on_resume(trained_run, tmp_path):
-    from data_prep import PrepOptions, prepare
+    from masklab.data_prep import PrepOptions, prepare
 
     other = tmp_path / "other"
     prepare(PrepOptions(source="pydoc", out=str(other), max_documents=300, vocab_size=900))
@@ -147,7 +147,7 @@ def test_tokenizer_mismatch_on_resume(trained_run, tmp_path):
 def test_disk_full_during_save_keeps_previous_checkpoint(trained_run, tiny_overrides, monkeypatch):
     import errno
 
-    import pretrain.checkpoint as C
+    import masklab.pretrain.checkpoint as C
 
     before = snapshot(trained_run / "checkpoints")
     real = C.save_file
@@ -170,7 +170,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint(trained_run, tiny_overr
 def _nan_model(monkeypatch, bad_steps):
     import torch
 
-    import pretrain.train as T
+    import masklab.pretrain.train as T
 
     real = T.build_model
 

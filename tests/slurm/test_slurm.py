@@ -68,7 +68,7 @@ def args(prepared_data, run, steps, *extra):
 @pytest.fixture(scope="module")
 def reference(prepared_data, tmp_path_factory):
     from masklab.config import load_config
-    from pretrain.train import train
+    from masklab.pretrain.train import train
 
     run = tmp_path_factory.mktemp("ref") / "run"
     train(load_config(args(prepared_data, run, 60)[0], args(prepared_data, run, 60)[1:]))

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from data_prep import ShardSet
+from masklab.data_prep import ShardSet
 from masklab.config import load_config
-from pretrain.data import Collator, StepDataset, build_samples
+from masklab.pretrain.data import Collator, StepDataset, build_samples
 
 
 def _collator(prepared_data, *ov):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from data_prep import PrepOptions, ShardSet, load_tokenizer, prepare
+from masklab.data_prep import PrepOptions, ShardSet, load_tokenizer, prepare
 from masklab.errors import DataError
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from data_prep.tokenizer import TokenizerInfo
+from masklab.data_prep.tokenizer import TokenizerInfo
 from masklab.config import load_config
-from pretrain.hf_bert import from_hf_state_dict, hf_config, to_hf_state_dict
-from pretrain.model import build_model, padded_vocab_size
+from masklab.pretrain.hf_bert import from_hf_state_dict, hf_config, to_hf_state_dict
+from masklab.pretrain.model import build_model, padded_vocab_size
 
 TOK = TokenizerInfo(vocab_size=100, pad_id=0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=(0, 1, 2, 3, 4), sha256="x")
 
@@ -72,8 +72,8 @@ def test_matches_transformers_bert_both_ways():
 def test_sparse_prediction_modes_give_the_same_loss(prepared_data, sparse):
     import numpy as np
 
-    from data_prep import ShardSet
-    from pretrain.data import Collator
+    from masklab.data_prep import ShardSet
+    from masklab.pretrain.data import Collator
 
     cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}", "data.seq_len=64",
                                                  "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2",

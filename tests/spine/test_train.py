@@ -4,8 +4,8 @@ import pytest
 
 from masklab.config import load_config
 from masklab.errors import ConfigError, MaskLabError
-from pretrain.checkpoint import list_checkpoints
-from pretrain.train import train
+from masklab.pretrain.checkpoint import list_checkpoints
+from masklab.pretrain.train import train
 
 
 def _metrics(run_dir):
@@ -15,7 +15,7 @@ def _metrics(run_dir):
 def test_loss_goes_down_on_the_smoke_corpus(tiny_overrides, tmp_path):
     # the whole pydoc corpus, so the held-out set (10%, ~260 paragraphs) is big enough to compare
     # masked accuracy with the unigram baseline without noise deciding the outcome
-    from data_prep import PrepOptions, prepare
+    from masklab.data_prep import PrepOptions, prepare
 
     data = tmp_path / "pydoc"
     prepare(PrepOptions(source="pydoc", out=str(data), vocab_size=4000, validation_fraction=0.1))
@@ -46,7 +46,7 @@ class _StopAfter:
 
 
 def test_resume_continues_exactly(tiny_overrides, tmp_path, monkeypatch):
-    import pretrain.train as T
+    import masklab.pretrain.train as T
 
     common = tiny_overrides + ["train.max_steps=12", "train.eval_every=5", "train.warmup_steps=2",
                                "train.save_every=1000"]
@@ -101,7 +101,7 @@ def test_a_new_run_does_not_write_beside_another_runs_checkpoints(tiny_overrides
 
 
 def test_checkpoint_from_the_older_masking_algorithm_is_refused():
-    from pretrain.train import check_resume_compatible
+    from masklab.pretrain.train import check_resume_compatible
 
     now = {"data.batch_size": 8, "masking.algorithm": 2}
     check_resume_compatible({"compat": {"data.batch_size": 8, "masking.algorithm": 2}}, now)
