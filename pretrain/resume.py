@@ -10,6 +10,12 @@ from masklab.pretrain.checkpoint import latest_checkpoint
 from masklab.pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
 
 
+# The architecture: a change makes the saved weights mean something else (or not fit at all).
+MODEL_KEYS = ("preset", "vocab_size", "pad_vocab_multiple", "hidden_size", "num_layers", "num_heads",
+              "intermediate_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+              "global_attn_every", "local_window", "rope_theta", "local_rope_theta")
+
+
 def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> dict:
     """What must match between a checkpoint and the run resuming it (recorded in state.json).
 
@@ -18,10 +24,12 @@ def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> 
     its optimizer in DeepSpeed's format). DDP and single-process runs may change world size and
     micro-batch (only the split of the same global batch changes: same result up to fp
     summation order). DeepSpeed runs must also keep world size and ZeRO stage: ZeRO partitions
-    the optimizer state by rank, and we refuse rather than re-partition."""
+    the optimizer state by rank, and we refuse rather than re-partition. The model architecture
+    (MODEL_KEYS) must match: the checkpoint's weights belong to it."""
     tc = cfg.train
     compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
               "data.shards_sha": tokenizer_sha, "engine": engine_kind == "deepspeed"}
+    compat.update({f"model.{k}": getattr(cfg.model, k) for k in MODEL_KEYS})
     compat["masking.algorithm"] = MASKING_ALGORITHM
     compat.update({f"masking.{k}": getattr(cfg.masking, k) for k in MASK_KEYS})
     if engine_kind == "deepspeed":

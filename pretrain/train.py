@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 from masklab.config import require_set, to_yaml
 from masklab.errors import MaskLabError
 from masklab.pretrain import distributed as D
-from masklab.pretrain.checkpoint import load_checkpoint, load_state, save_checkpoint
+from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, move_aside_after, save_checkpoint
 from masklab.pretrain.data import step_loader
 from masklab.pretrain.evaluate import evaluate_batches
 from masklab.pretrain.metrics import MetricsLog, peak_memory_mb
 from masklab.pretrain.resume import check_out_dir_free, check_resume_compatible, checkpoint_to_resume
+from masklab.pretrain.run_lock import RunLock
 from masklab.pretrain.run_state import RunState, build_engine, setup, utilisation_peak
 from masklab.pretrain.step import StepResult, TrainHooks, train_step
 from masklab.pretrain.stop import StopFlag, requeue
@@ -40,14 +41,16 @@ def train(cfg, hooks: Optional[TrainHooks] = None) -> dict:
     require_set(cfg, "data.shards")
     stop = StopFlag()  # before anything slow: a pre-emption signal during start-up must not kill us
     try:
-        return _train(cfg, stop, hooks)
+        run = setup(cfg)
+        with RunLock(run.run_dir, enabled=run.world.is_main):
+            return run_loop(run, stop, hooks)
     finally:
         getattr(stop, "close", lambda: None)()  # restore the previous handlers (tests may stand in a stub)
         D.shutdown()
 
 
-def _train(cfg, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict:
-    run = setup(cfg)
+def run_loop(run: RunState, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict:
+    cfg = run.cfg
     resume_or_start(run)
     build_engine(run)
     restore(run)
@@ -78,12 +81,18 @@ def _train(cfg, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict:
 
 
 def resume_or_start(run: RunState) -> None:
-    """Decide the checkpoint to continue, and refuse an incompatible one before the (slow) engine start."""
+    """Rank 0 decides the checkpoint to continue and every rank takes its word; an incompatible one is
+    refused before the (slow) engine start. A rollback within out_dir moves the newer checkpoints aside."""
     tc = run.cfg.train
-    run.ckpt = checkpoint_to_resume(run.run_dir, tc.resume)
+    run.ckpt = D.broadcast_object(checkpoint_to_resume(run.run_dir, tc.resume) if run.world.is_main else None)
     check_out_dir_free(run.run_dir, tc.resume, run.ckpt)
-    if run.ckpt is not None:
-        check_resume_compatible(load_state(run.ckpt), run.compat)
+    if run.ckpt is None:
+        return
+    state = load_state(run.ckpt)
+    check_resume_compatible(state, run.compat)
+    if run.world.is_main and run.run_dir.resolve() in run.ckpt.resolve().parents:
+        move_aside_after(run.run_dir, int(state["step"]))
+    D.barrier()
 
 
 def restore(run: RunState) -> None:
@@ -119,8 +128,11 @@ def track_non_finite(run: RunState, result: StepResult) -> None:
     log.warning("step %d: non-finite %s, update skipped (%d in a row, %d total)", run.step,
                 "gradient norm" if result.loss == result.loss else "loss", run.nan_run, run.nan_total)
     if run.nan_run >= tc.max_nan_skips:
-        raise MaskLabError(f"aborting: {run.nan_run} non-finite losses in a row (train.max_nan_skips="
-                           f"{tc.max_nan_skips}); lower train.lr or check the data")
+        good = latest_checkpoint(run.run_dir)
+        back = (f"; roll back to step {int(load_state(good)['step'])} with train.resume={good}" if good else
+                "; no checkpoint was written yet")
+        raise MaskLabError(f"aborting at step {run.step}: {run.nan_run} non-finite losses in a row (train.max_nan_skips="
+                           f"{tc.max_nan_skips}); lower train.lr or check the data{back}")
 
 
 def maybe_log(run: RunState, metrics: MetricsLog, bar, r: StepResult, dt: float, peak: float) -> None:
@@ -170,6 +182,7 @@ def maybe_save(run: RunState) -> None:
 
 def finish(run: RunState) -> dict:
     final = save(run) if (run.step > run.start or run.ckpt is None) else run.ckpt
+    final = final or latest_checkpoint(run.run_dir)  # not saved (non-finite weights): the newest good one
     if run.world.is_main:
         log.info("done at step %d; checkpoint %s", run.step, final)
     return {"step": run.step, "stopped": False, "run_dir": str(run.run_dir),
@@ -181,7 +194,8 @@ def save(run: RunState):
     cfg, step, tc = run.cfg, run.step, run.cfg.train
     state = {"data_position": step * cfg.data.batch_size, "logger_step": step, "compat": run.compat,
              "masking_rate": run.collator.rate(step), "world_size": run.world.world_size, "engine": run.engine.kind,
-             "zero_stage": tc.zero_stage if run.use_ds else None, "nan_skipped_total": run.nan_total}
+             "zero_stage": tc.zero_stage if run.use_ds else None, "nan_skipped_total": run.nan_total,
+             "out_dir": str(run.run_dir.resolve())}
     path, extra = None, {}
     if run.use_ds:
         extra["deepspeed"] = run.run_dir / "checkpoints" / f".ds-step_{step:08d}"

@@ -161,7 +161,8 @@ def test_disk_full_during_save_keeps_previous_checkpoint(trained_run, tiny_overr
         return real(tensors, path, metadata=metadata)
 
     monkeypatch.setattr(C, "save_file", failing)
-    with pytest.raises(CheckpointError, match="No space left on device.*earlier checkpoints are intact"):
+    with pytest.raises(MaskLabError, match="No space left on device while writing .*step_00000006; the previous "
+                                           "checkpoint .*step_00000004 is intact"):
         train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=6", "train.save_every=2"]))
     assert snapshot(trained_run / "checkpoints") == before
     assert [p.name for p in list_checkpoints(trained_run)] == ["step_00000002", "step_00000004"]
