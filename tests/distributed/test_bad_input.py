@@ -140,7 +140,7 @@ def test_kill9_while_writing_a_checkpoint(prepared_data, tmp_path):
     p.wait()
     ck = run / "checkpoints"
     assert [d.name for d in sorted(ck.iterdir()) if not d.name.startswith(".")] == ["step_00000002"]
-    assert any(d.name.startswith(".tmp-step_00000004") for d in ck.iterdir())  # the half-written one
+    assert any(d.name.startswith(".step_00000004.tmp-") for d in ck.iterdir())  # the half-written one
     r = subprocess.run([sys.executable, "-m", "masklab.cli", *args, f"train.out_dir={run}"], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
