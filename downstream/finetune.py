@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from masklab.downstream import metrics as M
-from masklab.downstream._io import atomic_dir, read_json, write_json, write_run
+from masklab.downstream.run_files import atomic_dir, read_json, write_json, write_run
 from masklab.errors import MaskLabError
 
 log = logging.getLogger("masklab.downstream")

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from masklab.downstream import metrics as M
-from masklab.downstream._io import atomic_dir, read_json, write_json
+from masklab.downstream.run_files import atomic_dir, read_json, write_json
 from masklab.errors import MaskLabError
 
 log = logging.getLogger("masklab.downstream")
@@ -190,7 +190,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, latency: b
     runs = load_runs(run_dirs)
     lat = {}
     if latency:
-        from masklab.downstream.classifiers import load_bundle
+        from masklab.downstream.bundle import load_bundle
 
         for d in dict.fromkeys(r.run_dir for r in runs):
             if (d / "bundle" / "bundle.json").is_file():
