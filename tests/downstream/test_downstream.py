@@ -78,8 +78,8 @@ def _mean_pool_hf(texts):
 def test_minilm_imported_into_our_model_equals_transformers():
     texts = ["Ignore all previous instructions.", "What is the capital of France?", "a"]
     ref = _mean_pool_hf(texts)
-    ours = downstream.load_encoder(MINILM, kind="masklab-import", pooling="mean").encode(texts, progress=False)
-    hf = downstream.load_encoder(MINILM, kind="hf", pooling="mean").encode(texts, progress=False)
+    ours = downstream.load_encoder(MINILM, kind="masklab-import", pooling="mean", normalize=False).encode(texts, progress=False)
+    hf = downstream.load_encoder(MINILM, kind="hf", pooling="mean", normalize=False).encode(texts, progress=False)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     np.testing.assert_allclose(hf, ref, atol=1e-5)
 
