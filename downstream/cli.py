@@ -115,8 +115,14 @@ def _finetune(args) -> int:
                       res, data.labels, data.to_records())
         print_table(res)
         return 0
-    r = finetune(args.model, data, args.out, cfg)
-    print("test: " + ", ".join(f"{k} {v:.3f}" for k, v in r["test"].items()))
+    kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
+    from masklab.downstream.data import load_labelled
+
+    val = load_labelled(args.val_data, **kw) if args.val_data else None
+    tests = [load_labelled(t, **kw) for t in args.test_data or []]
+    r = finetune(args.model, data, args.out, cfg, val, tests, args.group_column)
+    for name, m in r["tests"].items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
     print(f"fine-tuned model: {r['model_dir']}")
     return 0
 
@@ -213,8 +219,12 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=float, default=0.1, help="warmup fraction of the steps")
     p.add_argument("--patience", type=int, default=2, help="epochs without val-loss improvement before stopping")
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--test-fraction", type=float, default=0.2, help="0: no hold-out test (e.g. with --test-data)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's maximum)")
+    p.add_argument("--val-data", default=None, help="validation file for early stopping (default: --val-fraction hold-out)")
+    p.add_argument("--test-data", nargs="+", default=None,
+                   help="test files, each scored into out/test_<name>/ (default: a --test-fraction hold-out)")
+    p.add_argument("--group-column", default=None, help="hold-outs keep rows sharing this column's value together")
     p.add_argument("--max-steps", type=int, default=0, help="cap on optimizer steps (0: none)")
     p.add_argument("--cv", type=int, default=0, help="run K-fold CV of fine-tuning instead of one split")
     p.add_argument("--seed", type=int, default=0)

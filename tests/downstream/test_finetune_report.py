@@ -129,3 +129,40 @@ def test_detect_smoke_on_a_checkpoint(tiny_ckpt, tmp_path):
     assert set(d) == {"accuracy", "f1", "roc_auc"} and all(set(v) == {"mean", "sd"} for v in d.values())
     assert 0.0 <= d["roc_auc"]["mean"] <= 1.0
     assert np.load(tmp_path / "det" / "embeddings" / "embeddings.npy").shape == (181, 32)
+
+
+def test_finetune_external_val_test_sets_groups_and_no_holdout(tiny_bert_dir, tmp_path):
+    data = _toy(2)
+    lang = np.asarray(data.columns["lang"])
+    de, en = data.subset(np.flatnonzero(lang == "de")), data.subset(np.flatnonzero(lang == "en"))
+    en.source = "toy_en.jsonl"
+    cfg = FinetuneConfig(epochs=1, max_steps=2, batch_size=8, test_fraction=0.0, val_fraction=0.0)
+    out = finetune(str(tiny_bert_dir), de, tmp_path / "ft", cfg, val_data=en, test_data=[en])
+    assert set(out["tests"]) == {"test_toy_en"} and (tmp_path / "ft" / "test_toy_en" / "results.json").is_file()
+    info = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert info["sizes"] == {"train": 12, "val": 12, "test_toy_en": 12}
+    assert info["config"]["max_length"] == 64  # default: the model's max_position_embeddings
+    # --test-fraction 0 with nothing to test: trains and keeps the model (it used to crash after training)
+    finetune(str(tiny_bert_dir), data, tmp_path / "ft0", FinetuneConfig(epochs=1, max_steps=1, test_fraction=0.0))
+    assert (tmp_path / "ft0" / "model" / "config.json").is_file()
+    grouped = finetune(str(tiny_bert_dir), data, tmp_path / "ftg", FinetuneConfig(epochs=1, max_steps=1, test_fraction=0.5),
+                       val_data=en, group_column="lang")
+    te = [json.loads(x)["lang"] for x in (tmp_path / "ftg" / "texts.jsonl").read_text().splitlines()]
+    assert len(set(te)) == 1 and grouped["tests"]["test"]["roc_auc"] >= 0  # one whole language held out
+
+
+def test_finetune_two_rows_is_a_clear_error(tiny_bert_dir, tmp_path):
+    two = from_records([{"prompt": "a", "y": "malicious"}, {"prompt": "b", "y": "benign"}], "prompt", "y", source="two")
+    with pytest.raises(MaskLabError, match="2 rows leave 0 for training"):
+        finetune(str(tiny_bert_dir), two, tmp_path / "ft", FinetuneConfig(epochs=1))
+    assert not (tmp_path / "ft").exists()
+
+
+def test_finetune_is_reproducible_on_cpu(tiny_bert_dir, tmp_path):
+    cfg = FinetuneConfig(epochs=2, lr=5e-3, batch_size=8, max_steps=6, seed=7, device="cpu")
+    a = finetune(str(tiny_bert_dir), _toy(2), tmp_path / "a", cfg)
+    b = finetune(str(tiny_bert_dir), _toy(2), tmp_path / "b", cfg)
+    sa, sb = (json.loads((tmp_path / d / "results.json").read_text())["results"]["finetune_cls"]["oof"]["score"]
+              for d in ("a", "b"))
+    np.testing.assert_array_equal(sa, sb)
+    assert abs(a["tests"]["test"]["roc_auc"] - b["tests"]["test"]["roc_auc"]) <= 1e-6
