@@ -130,7 +130,9 @@ def _finetune(args) -> int:
 def _report(args) -> int:
     from masklab.downstream.report import write_report
 
-    path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title)
+    names = [n.strip() for n in args.classifiers.split(",") if n.strip()] if args.classifiers else None
+    path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title,
+                        classifiers=names)
     print(f"report: {path}")
     return 0
 
@@ -240,4 +242,5 @@ def register(sub) -> None:
     p.add_argument("--latency", action="store_true", help="time text -> score for runs with a saved bundle")
     p.add_argument("--errors", type=int, default=10, help="misclassified examples shown per run")
     p.add_argument("--title", default="Detection report")
+    p.add_argument("--classifiers", default=None, help="comma list: only these classifiers' rows and curves")
     p.set_defaults(func=_report)

@@ -152,13 +152,14 @@ def evaluate(train: Split, tests: Sequence[Split], out: str | Path, names: Seque
     results = {"chosen": chosen, "validation": {n: validation[n]["summary"] for n in names}, "tests": {}}
     with atomic_dir(out) as tmp:
         write_run(tmp / "validation", "validation", val.meta.get("source"), val.meta.get("encoder", {}), validation,
-                  val.y, val.records)
+                  val.y, val.records, label_names=val.meta.get("label_names"))
         for t, d in zip(tests, test_dirs):
             res = {n: _result(t.y, scores(fitted[n], t.features(n)), thresholds[n], seed, n_boot, cals[n])
                    for n in names}
             write_run(tmp / d, "cross", f"{train.meta.get('source')} -> {t.meta.get('source')}",
                       train.meta.get("encoder", {}), res, t.y, t.records, train=train.name, validation=val.name,
-                      test=t.name, chosen=chosen)
+                      test=t.name, chosen=chosen,
+                      label_names=train.meta.get("label_names"))
             results["tests"][d] = res
         if chosen:
             from masklab.downstream.bundle import save_bundle

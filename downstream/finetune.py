@@ -261,7 +261,8 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
                               "oof": {"seed": cfg.seed, "score": s}, "confusion": M.confusion(t.labels, (s >= 0).astype(int))}}
             write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
                       {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, results, t.labels,
-                      t.to_records(), config=asdict(cfg), history=history)
+                      t.to_records(), config=asdict(cfg), history=history,
+                      label_names=data.label_names)
         save(model, tok, tmp / "model", cfg)
         write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
                                            "sizes": {"train": len(train_idx), "val": len(val),

@@ -73,7 +73,7 @@ def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: 
                                       target_fpr=target_fpr))
     with atomic_dir(out) as tmp:
         write_run(tmp, "classify", meta.get("source"), meta.get("encoder", {}), results, y, records,
-                  embeddings=str(emb_dir), settings=vars(settings))
+                  embeddings=str(emb_dir), settings=vars(settings), label_names=meta.get("label_names"))
         if save:
             best = max(results, key=lambda n: results[n]["summary"]["roc_auc"]["mean"]) if save == "best" else save
             if best not in names:

@@ -75,7 +75,7 @@ def test_report_writes_what_it_claims(runs):
 
     path = write_report([runs / "cv", runs / "cross" / "emb_en"], runs / "report", latency=True, k_errors=3)
     files = {p.name for p in (runs / "report").iterdir()}
-    assert files == {"report.md", "roc.png", "pr.png", "confusion.png", "summary.json"}
+    assert files == {"report.md", "roc.png", "roc_low_fpr.png", "pr.png", "confusion.png", "summary.json"}
     md = path.read_text()
     for needle in ("cv:lr", "cv:gnb", "emb_en:lr", "emb_en:tfidf", "toy -> toy", "## Per language", "| de |", "## Latency",
                    "## Misclassified examples", "![roc.png](roc.png)"):
@@ -85,6 +85,17 @@ def test_report_writes_what_it_claims(runs):
     assert 0 < lat["batched_p50_ms"] and lat["single_p50_ms"] <= lat["single_p95_ms"]
     cross = json.loads((runs / "cross" / "emb_en" / "results.json").read_text())
     assert cross["kind"] == "cross" and len(cross["results"]["lr"]["oof"]["score"]) == 24
+
+
+def test_report_titles_label_names_and_classifier_filter(runs):
+    from masklab.downstream.report import write_report
+
+    md = write_report([runs / "cross" / "emb_en"], runs / "rep2", classifiers=["tfidf"]).read_text()
+    assert "held-out test log-odds" in md and "out-of-fold log-odds" not in md
+    assert "emb_en:tfidf" in md and "emb_en:lr" not in md
+    assert "| malicious |" in md or "| benign |" in md  # label names, not 0/1
+    with pytest.raises(MaskLabError, match="none of the classifiers"):
+        write_report([runs / "cv"], runs / "rep3", classifiers=["svm_rbf"])
 
 
 def test_report_failure_leaves_output_unchanged(runs, tmp_path):
