@@ -5,6 +5,7 @@ Special tokens always get ids 0..4 in the order of SPECIALS.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -79,6 +80,10 @@ def load_tokenizer(path: str | Path) -> tuple[Tokenizer, TokenizerInfo]:
         tok = Tokenizer.from_file(str(f))
     except Exception as e:
         raise DataError(f"cannot load tokenizer {f}: {e}") from None
+    # an HF model's tokenizer.json may pad / truncate to a fixed length: prep encodes whole
+    # documents and the collator chunks them, so both are always off for encoding
+    tok.no_padding()
+    tok.no_truncation()
     return tok, tokenizer_info(tok, file_sha256(f))
 
 
@@ -102,7 +107,12 @@ def tokenizer_info(tok: Tokenizer, sha256: str = "") -> TokenizerInfo:
 def save_tokenizer(tok: Tokenizer, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     f = directory / TOKENIZER_FILE
-    tok.save(str(f))
+    try:
+        tok.save(str(f))
+    except Exception as e:  # tokenizers raises a plain Exception, also for a full disk
+        if "os error 28" in str(e):
+            raise OSError(errno.ENOSPC, "No space left on device", str(f)) from None
+        raise
     info = tokenizer_info(tok, file_sha256(f))
     (directory / "tokenizer_info.json").write_text(json.dumps(info.to_dict(), indent=2))
     return f
