@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 from masklab.data_prep.plan import PLAN_FILE, UNITS_DIR, load_plan
@@ -71,7 +70,6 @@ def merge(work: Path, out: Path) -> Path:
         "bytes_read": sum(r["bytes"] for r in recs),
         "units": len(recs),
         "splits": splits,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     for s in SPLITS:
         (work / s).mkdir(exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -140,7 +141,8 @@ def _open_binary(u: Unit):
     if u.compression == ".zst":
         import zstandard
 
-        return zstandard.open(u.path, "rb")
+        # the raw reader cannot iterate lines; a buffered wrapper can
+        return io.BufferedReader(zstandard.open(u.path, "rb"))
     return COMPRESSED[u.compression](u.path, "rb") if u.compression else open(u.path, "rb")
 
 
