@@ -8,7 +8,8 @@ def _pmi(args) -> int:
     from masklab.data_prep.pmi import build_pmi_table
 
     split = tuple(float(x) for x in args.split.split(","))
-    m = build_pmi_table(args.shards, args.out, args.min_count, args.size, split, overwrite=args.overwrite)
+    m = build_pmi_table(args.shards, args.out, args.min_count, args.size, split, overwrite=args.overwrite,
+                        engine=args.engine, memory_limit=args.memory_limit)
     print(json.dumps(m, indent=1))
     print(f"PMI table: {args.out} (use masking.unit=pmi masking.pmi_table={args.out})")
     return 0
@@ -32,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=5)
     p.add_argument("--size", type=int, default=20000, help="n-grams kept in all")
     p.add_argument("--split", default="0.5,0.25,0.125,0.125", help="fractions for n=2,3,4,5")
+    p.add_argument("--engine", choices=("duckdb", "numpy"), default="duckdb",
+                   help="duckdb: out of core, memory bounded by --memory-limit; numpy: in memory (small corpora)")
+    p.add_argument("--memory-limit", default="2GB", help="DuckDB's memory limit (it spills to disk beyond it)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_pmi)
     w = sub.add_parser("informask-weights", help="token weight table for InforMask-style weighted masking",

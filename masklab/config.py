@@ -60,6 +60,7 @@ class MaskingConfig:
     corrupt_per_unit: bool = False
     span_p: float = 0.2
     span_max: int = 10
+    span_law: str = "truncated"  # truncated (SpanBERT: Geo(span_p) renormalised on [1, span_max]) | clip (min(Geo, max))
     pmi_table: Optional[str] = None
     informask_weights: Optional[str] = None  # token weight table (`masklab informask-weights`): weighted selection
     insertion: str = "input"  # input | late
@@ -234,6 +235,7 @@ def validate(cfg: DictConfig) -> None:
     need(m.insertion in ("input", "late"), f"masking.insertion='{m.insertion}' is not one of input, late")
     need(0.0 < m.span_p <= 1.0, f"masking.span_p={m.span_p} must lie in (0, 1]")
     need(m.span_max >= 1, f"masking.span_max={m.span_max} must be >= 1")
+    need(m.span_law in ("truncated", "clip"), f"masking.span_law='{m.span_law}' is not one of truncated, clip")
     need(0.0 <= m.step_at <= 1.0, f"masking.step_at={m.step_at} must lie in [0, 1]")
     need(not m.informask_weights or m.selector == "budget", "masking.informask_weights needs masking.selector=budget")
     if m.insertion == "late":

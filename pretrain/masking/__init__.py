@@ -11,11 +11,12 @@ WORD_UNITS = ("whole_word", "pmi", "span")
 
 # Bumped whenever the same (config, seed, step) starts to give different masks, so that a resume
 # across such a change is refused instead of silently continuing with other masks.
-# 1: per-sample masking (until 2026-11-22); 2: batch-vectorised hash RNG (rng.py).
-MASKING_ALGORITHM = 2
+# 1: per-sample masking (until 2026-11-22); 2: batch-vectorised hash RNG (rng.py); 3: PMI word hashes
+# depend on every token (v3 tables), SpanBERT's truncated geometric span law, InforMask PMI scores.
+MASKING_ALGORITHM = 3
 # Settings that decide training masks (file paths and eval_rate do not: tables are hash-checked).
 MASK_KEYS = ("rate", "schedule", "rate_end", "schedule_steps", "step_at", "unit", "selector", "mask_prob",
-             "random_prob", "keep_prob", "corrupt_per_unit", "span_p", "span_max", "insertion", "insert_layer")
+             "random_prob", "keep_prob", "corrupt_per_unit", "span_p", "span_max", "span_law", "insertion", "insert_layer")
 
 
 def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: Optional[int] = None) -> Masker:
