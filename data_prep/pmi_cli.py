@@ -18,9 +18,9 @@ def _pmi(args) -> int:
 def _weights(args) -> int:
     from masklab.data_prep.weights import build_token_weights
 
-    m = build_token_weights(args.shards, args.out, overwrite=args.overwrite)
+    m = build_token_weights(args.shards, args.out, overwrite=args.overwrite, rate=args.rate)
     print(json.dumps(m, indent=1))
-    print(f"token weights: {args.out} (use masking.informask_weights={args.out})")
+    print(f"token weights: {args.out} (use masking.informask_weights={args.out} masking.informask_score=pmi|surprisal)")
     return 0
 
 
@@ -39,8 +39,10 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_pmi)
     w = sub.add_parser("informask-weights", help="token weight table for InforMask-style weighted masking",
-                       description="Per-token weights (corpus self-information) for masking.informask_weights.")
+                       description="Per-token weights for masking.informask_weights: InforMask's token-specific "
+                                   "rates from PMI informative relevance (score pmi) and self-information (surprisal).")
     w.add_argument("--shards", required=True, help="a `masklab prep` output directory")
     w.add_argument("--out", required=True)
+    w.add_argument("--rate", type=float, default=0.15, help="masking rate of the candidate masks (pmi score)")
     w.add_argument("--overwrite", action="store_true")
     w.set_defaults(func=_weights)

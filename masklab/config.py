@@ -63,6 +63,7 @@ class MaskingConfig:
     span_law: str = "truncated"  # truncated (SpanBERT: Geo(span_p) renormalised on [1, span_max]) | clip (min(Geo, max))
     pmi_table: Optional[str] = None
     informask_weights: Optional[str] = None  # token weight table (`masklab informask-weights`): weighted selection
+    informask_score: str = "pmi"  # pmi (InforMask's informative relevance -> token rates) | surprisal (-log p)
     insertion: str = "input"  # input | late
     insert_layer: int = 0
 
@@ -237,7 +238,7 @@ def validate(cfg: DictConfig) -> None:
     need(m.span_max >= 1, f"masking.span_max={m.span_max} must be >= 1")
     need(m.span_law in ("truncated", "clip"), f"masking.span_law='{m.span_law}' is not one of truncated, clip")
     need(0.0 <= m.step_at <= 1.0, f"masking.step_at={m.step_at} must lie in [0, 1]")
-    need(not m.informask_weights or m.selector == "budget", "masking.informask_weights needs masking.selector=budget")
+    need(m.informask_score in ("pmi", "surprisal"), f"masking.informask_score='{m.informask_score}' is not one of pmi, surprisal")
     if m.insertion == "late":
         need(1 <= m.insert_layer < mo.num_layers,
              f"masking.insert_layer={m.insert_layer} must be in [1, model.num_layers-1={mo.num_layers - 1}] for late insertion")

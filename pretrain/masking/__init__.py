@@ -1,6 +1,7 @@
 """Masking: Segmenter (segment.py) -> Selector (select.py) -> Corruptor (corrupt.py), run over a
 whole batch by the Masker (masker.py); the collator (pretrain.data) is the Emitter. Rate
 schedules in schedule.py, counter-based randomness in rng.py."""
+from pathlib import Path
 from typing import Optional
 
 from masklab.errors import ConfigError
@@ -16,7 +17,18 @@ WORD_UNITS = ("whole_word", "pmi", "span")
 MASKING_ALGORITHM = 3
 # Settings that decide training masks (file paths and eval_rate do not: tables are hash-checked).
 MASK_KEYS = ("rate", "schedule", "rate_end", "schedule_steps", "step_at", "unit", "selector", "mask_prob",
-             "random_prob", "keep_prob", "corrupt_per_unit", "span_p", "span_max", "span_law", "insertion", "insert_layer")
+             "random_prob", "keep_prob", "corrupt_per_unit", "span_p", "span_max", "span_law", "informask_score",
+             "insertion", "insert_layer")
+
+
+def resolve_table(key: str, path: str) -> str:
+    """A table path of a config (recipes carry relative ones such as runs/pmi) is resolved against
+    the working directory, never the config file's directory. -> the absolute path."""
+    p = Path(path).expanduser().resolve()
+    if not p.is_dir():
+        raise ConfigError(f"masking.{key}={path}: no such directory {p} (relative paths are resolved against the "
+                          f"working directory {Path.cwd()})")
+    return str(p)
 
 
 def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: Optional[int] = None) -> Masker:
@@ -39,14 +51,13 @@ def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: O
             raise ConfigError("masking.unit=pmi needs masking.pmi_table (build one with `masklab pmi`)")
         from masklab.data_prep.pmi import load_pmi_table
 
-        pmi = load_pmi_table(cfg.pmi_table, tok.sha256, tok.vocab_size)
+        pmi = load_pmi_table(resolve_table("pmi_table", cfg.pmi_table), tok.sha256, tok.vocab_size)
     weights = None
     if cfg.informask_weights:
-        if cfg.selector != "budget":
-            raise ConfigError("masking.informask_weights needs masking.selector=budget")
         from masklab.data_prep.weights import load_token_weights
 
-        weights = load_token_weights(cfg.informask_weights, tok.sha256, tok.vocab_size)
+        path = resolve_table("informask_weights", cfg.informask_weights)
+        weights = load_token_weights(path, cfg.informask_score, tok.sha256, tok.vocab_size)
     return Masker(cfg, tok, pmi, weights)
 
 

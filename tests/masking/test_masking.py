@@ -303,7 +303,8 @@ def test_late_mode_partition_and_model_equivalence(prepared_data):
     (["masking.insertion=late", "masking.insert_layer=4"], "insert_layer"),
     (["masking.insertion=late", "masking.insert_layer=0"], "insert_layer"),
     (["masking.unit=pmi"], "pmi_table"),
-    (["masking.unit=pmi", "masking.pmi_table=/nonexistent"], "not a PMI table"),
+    (["masking.unit=pmi", "masking.pmi_table=/nonexistent"], "pmi_table=/nonexistent: no such directory"),
+    (["masking.unit=pmi", "masking.pmi_table=."], "not a PMI table"),
     (["masking.span_p=0"], "span_p"),
     (["masking.span_law=cut"], "span_law='cut' is not one of truncated, clip"),
 ])
