@@ -15,10 +15,23 @@ WORD_UNITS = ("whole_word", "pmi", "span")
 # 1: per-sample masking (until 2026-11-22); 2: batch-vectorised hash RNG (rng.py); 3: PMI word hashes
 # depend on every token (v3 tables), SpanBERT's truncated geometric span law, InforMask PMI scores.
 MASKING_ALGORITHM = 3
-# Settings that decide training masks (file paths and eval_rate do not: tables are hash-checked).
-MASK_KEYS = ("rate", "schedule", "rate_end", "schedule_steps", "step_at", "unit", "selector", "mask_prob",
+# Settings that decide training masks (file paths and eval_rate do not: tables are hash-checked); the
+# schedule length (schedule_steps or train.max_steps) is recorded by masking_compat.
+MASK_KEYS = ("rate", "schedule", "rate_end", "step_at", "unit", "selector", "mask_prob",
              "random_prob", "keep_prob", "corrupt_per_unit", "span_p", "span_max", "span_law", "informask_score",
              "insertion", "insert_layer")
+
+
+def masking_compat(cfg) -> dict:
+    """What a resumed run's masking must share with its checkpoint (recorded in state.json): the
+    algorithm, every MASK_KEYS setting, and the effective schedule length (schedule_steps, or
+    train.max_steps when 0), which decides linear / cosine / step rates (0 for a constant rate, so
+    extending max_steps stays allowed there)."""
+    m = cfg.masking
+    out = {"masking.algorithm": MASKING_ALGORITHM}
+    out.update({f"masking.{k}": getattr(m, k) for k in MASK_KEYS})
+    out["masking.schedule_length"] = 0 if m.schedule == "constant" else int(m.schedule_steps or cfg.train.max_steps)
+    return out
 
 
 def resolve_table(key: str, path: str) -> str:
@@ -62,4 +75,4 @@ def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: O
 
 
 __all__ = ["Masker", "MaskedSample", "MaskedBatch", "sample_rng", "masking_rate", "build_masker", "EVAL_STREAM",
-           "MASKING_ALGORITHM", "MASK_KEYS"]
+           "MASKING_ALGORITHM", "MASK_KEYS", "masking_compat"]

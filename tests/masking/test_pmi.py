@@ -11,7 +11,7 @@ import pytest
 from masklab.data_prep import ShardSet
 from masklab.data_prep.ngram_hash import token_hash_table, word_hashes
 from masklab.data_prep.pmi import FORMAT, build_pmi_table, load_pmi_table
-from masklab.errors import ConfigError, MaskLabError
+from masklab.errors import ConfigError
 
 
 def _hash_one(th, word):
@@ -116,15 +116,3 @@ def test_table_of_the_old_format_is_refused(pmi_table, tmp_path):
     assert FORMAT == "masklab-pmi-v3"
     with pytest.raises(ConfigError, match="format 'masklab-pmi-v2' is not masklab-pmi-v3.*rebuild"):
         load_pmi_table(str(old))
-
-
-def test_run_of_the_previous_masking_algorithm_is_refused(prepared_data):
-    from masklab.config import load_config
-    from masklab.pretrain import distributed as D
-    from masklab.pretrain.train import check_resume_compatible, resume_compat
-
-    cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}"])
-    now = resume_compat(cfg, D.world_from_env(), "torch", "sha")
-    assert now["masking.algorithm"] == 3
-    with pytest.raises(MaskLabError, match="masking.algorithm: checkpoint 2 vs now 3"):
-        check_resume_compatible({"compat": {**now, "masking.algorithm": 2}}, now)
