@@ -78,7 +78,7 @@ def _count(shards, th, min_count, engine, memory_limit, chunk_tokens, progress, 
 
 def build_pmi_table(shards_dir: str, out: str, min_count: int = 5, size: int = 20000,
                     split: tuple = DEFAULT_SPLIT, progress: bool = True, overwrite: bool = False,
-                    chunk_tokens: int = 4_000_000, engine: str = "duckdb", memory_limit: str = "2GB") -> dict:
+                    chunk_tokens: int = 1_000_000, engine: str = "duckdb", memory_limit: str = "2GB") -> dict:
     """Count, score, rank and save. -> the manifest dict (also written to <out>/manifest.json)."""
     if len(split) != 4 or not 0.99 < sum(split) < 1.01 or min(split) < 0:
         raise ConfigError(f"PMI size split {split} must have 4 fractions (n=2..5) summing to 1")
