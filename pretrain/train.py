@@ -18,7 +18,6 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from masklab import kernels
 from masklab.data_prep.shards import ShardSet
 from masklab.config import require_set, to_yaml
 from masklab.errors import ConfigError, MaskLabError
@@ -159,7 +158,6 @@ def _train(cfg, stop: StopFlag) -> dict:
                           "(started by torchrun/srun): use train.launcher=auto, ddp or deepspeed")
     device = pick_device(cfg.train.device, world)
     D.init(world, device, cfg.train.dist_timeout_s)
-    kernels.set_backend(cfg.kernels.backend)
     if cfg.train.num_threads > 0 and device.type == "cpu":
         torch.set_num_threads(cfg.train.num_threads)
     tc = cfg.train
@@ -184,7 +182,7 @@ def _train(cfg, stop: StopFlag) -> dict:
         check_resume_compatible(load_state(ckpt), compat)
 
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, shards.tokenizer, cfg.masking).to(device)
+    model = build_model(cfg.model, shards.tokenizer, cfg.masking, cfg.kernels.backend).to(device)
     if use_ds:
         engine = DeepSpeedEngine(model, tc, device, world, mb, dataset.accum, cfg.data.batch_size)
     else:
