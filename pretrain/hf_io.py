@@ -26,9 +26,11 @@ from masklab.data_prep.tokenizer import load_tokenizer
 from masklab.config import MaskLabConfig, from_yaml_text
 from masklab.errors import CheckpointError
 from masklab.pretrain.checkpoint import MARKER, latest_checkpoint, load_model_weights
+from masklab.pretrain.init_from import head_origin
 from masklab.pretrain.model import build_model
 
 log = logging.getLogger("masklab.hf")
+HEAD_PREFIXES = ("cls.predictions.", "head.", "decoder.")  # MLM-head weights in HF BERT / ModernBERT files
 
 
 def _mapping(preset: str):
@@ -101,7 +103,11 @@ def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) ->
         # training; encoder use (AutoModel) is exact, MLM predictions are the input-mask variant
         meta = {"source_checkpoint": str(ckpt.resolve()), "preset": cfg.model.preset,
                 "tokenizer_vocab_size": info.vocab_size, "padded_vocab_size": model.vocab_size,
-                "masking_insertion": cfg.masking.insertion, "insert_layer": cfg.masking.insert_layer}
+                "masking_insertion": cfg.masking.insertion, "insert_layer": cfg.masking.insert_layer,
+                "mlm_head": head_origin(ckpt)}
+        if meta["mlm_head"] == "initialised":
+            log.warning("%s: the MLM head was initialised at random on import (the source had none); fill-mask "
+                        "reflects only the MLM training since", ckpt)
         (tmp / "masklab_export.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
             shutil.rmtree(out)
@@ -114,11 +120,16 @@ def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) ->
 
 
 def _save_hf_tokenizer(tokenizer_json: Path, out: Path, cfg, info) -> None:
+    """tokenizer.json + HF tokenizer config; emits token_type_ids where the model has segment
+    embeddings to take them (bert with type_vocab_size > 1), as BERT tokenizers do."""
     from transformers import PreTrainedTokenizerFast
 
+    names = ["input_ids", "attention_mask"]
+    if cfg.model.preset == "bert" and cfg.model.type_vocab_size > 1:
+        names = ["input_ids", "token_type_ids", "attention_mask"]
     fast = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=cfg.model.max_position_embeddings)
+                                   model_max_length=cfg.model.max_position_embeddings, model_input_names=names)
     fast.save_pretrained(out)
 
 
