@@ -10,13 +10,19 @@ from typing import Optional
 
 import torch
 
-from masklab.kernels.dispatch import get_backend, implementation, resolve, set_backend
+from masklab.kernels.dispatch import get_backend, implementation, load, resolve, set_backend
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                      softmax_scale=None, window=None, *, backend: Optional[str] = None) -> torch.Tensor:
     """q [Tq, H, d], k/v [Tk, H, d], cu_seqlens_* int32 [B+1] -> [Tq, H, d]. Non-causal."""
-    fn = implementation("varlen_attention", q.device, backend, dtype=q.dtype, head_dim=q.shape[-1], window=window)
+    name = resolve("varlen_attention", q.device, backend, dtype=q.dtype, head_dim=q.shape[-1], window=window)
+    if torch.compiler.is_compiling() and name in ("torch", "triton"):  # one opaque op in the graph
+        from masklab.kernels.custom_ops import varlen_attention_compiled
+
+        return varlen_attention_compiled(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                         softmax_scale, window, name)
+    fn = load("varlen_attention", name)
     return fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window)
 
 

@@ -119,6 +119,9 @@ def _choose(key: CallKey, device: torch.device) -> tuple[str, str]:
     return "torch", "auto, fallback: " + "; ".join(reasons + [refusal])
 
 
+# torch.compile runs the choice (and its one log line) in Python at trace time and bakes the result into
+# the graph: a logging call traced by dynamo would break the graph.
+@torch.compiler.assume_constant_result
 def resolve(op: str, device: torch.device, override: Optional[str] = None, *, dtype: Optional[torch.dtype] = None,
             head_dim: Optional[int] = None, window: Optional[int] = None) -> str:
     """The backend for one call of `op` on `device` (dtype / head_dim / window: what the call carries)."""
@@ -186,10 +189,14 @@ _LOADERS = {"varlen_attention": _varlen_attention, "masked_token_loss": _masked_
             "insert_masks": _insert_masks, "gather_rows": _gather_rows, "scatter_rows": _scatter_rows}
 
 
+def load(op: str, backend: str) -> Callable:
+    """The `backend` implementation of `op` (a name `resolve` returned)."""
+    try:
+        return _LOADERS[op](backend)
+    except ImportError as e:
+        raise RuntimeError(f"{op}: backend {backend} is not available here ({e})") from None
+
+
 def implementation(op: str, device: torch.device, override: Optional[str] = None, **key) -> Callable:
     """The function for one call (key: dtype / head_dim / window, as in `resolve`)."""
-    name = resolve(op, device, override, **key)
-    try:
-        return _LOADERS[op](name)
-    except ImportError as e:
-        raise RuntimeError(f"{op}: backend {name} is not available here ({e})") from None
+    return load(op, resolve(op, device, override, **key))

@@ -18,11 +18,11 @@ from masklab.kernels.dispatch import triton_interpreting
 
 MAX_GRID_YZ = 65535
 FWD_CONFIGS = {64: [(128, 64, 8, 3), (64, 64, 4, 3)],
-               128: [(64, 64, 8, 2), (64, 32, 8, 2)]}
+               128: [(64, 32, 8, 2), (64, 32, 4, 2)]}
 BWD_DKDV_CONFIGS = {64: [(32, 128, 8, 2), (32, 64, 4, 2)],
                     128: [(32, 64, 8, 2), (16, 64, 4, 2)]}
 BWD_DQ_CONFIGS = {64: [(128, 32, 8, 2), (64, 32, 4, 2)],
-                  128: [(64, 32, 8, 2), (64, 16, 4, 2)]}
+                  128: [(64, 32, 8, 2), (64, 32, 4, 2)]}
 TABLES = {"fwd": FWD_CONFIGS, "dkdv": BWD_DKDV_CONFIGS, "dq": BWD_DQ_CONFIGS}
 INTERPRET_CONFIG = (32, 32, 4, 1)
 PRE_BLOCK_T = 64  # rows per program of the delta preprocess

@@ -30,6 +30,7 @@ from masklab.pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
 from masklab.pretrain.metrics import MetricsLog, matmul_peak_flops, peak_memory_mb, step_flops
 from masklab.pretrain.engine import DeepSpeedEngine, Engine
 from masklab.pretrain.model import build_model
+from masklab.pretrain.model.compile import prepare_for_device
 
 log = logging.getLogger("masklab.train")
 
@@ -184,7 +185,7 @@ def _train(cfg, stop: StopFlag) -> dict:
         check_resume_compatible(load_state(ckpt), compat)
 
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, shards.tokenizer, cfg.masking).to(device)
+    model = prepare_for_device(build_model(cfg.model, shards.tokenizer, cfg.masking).to(device), tc, device)
     if use_ds:
         engine = DeepSpeedEngine(model, tc, device, world, mb, dataset.accum, cfg.data.batch_size)
     else:
