@@ -95,7 +95,7 @@ def test_unsupported_target_from_the_cli():
 
 
 def test_spill_reporting_and_allow_list():
-    r = gpu_check.Result("attn_fwd", "sm_90", "bf16 d64", "64x64 w4 s3", ok=True, spill_bytes=8)
+    r = gpu_check.Result("attn_fwd", "sm_90", "bf16 d64", "64x64 w4 s3", ok=True, spill_bytes=8, wgmma=True)
     assert gpu_check.failures([r]) == [r]
     r.allowed = "reason"
     assert gpu_check.failures([r]) == []
