@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Optional
 import numpy as np
 from tqdm.auto import tqdm
 
+from masklab.atomic import atomic_dir
 from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError, DataError
 
@@ -246,19 +245,9 @@ def build_pmi_table(shards_dir: str, out: str, min_count: int = 5, size: int = 2
                 "distinct_ngrams": {str(n): int(len(v[0])) for n, v in counts.items()},
                 "build_cpu_seconds": round(seconds, 3), "count_cpu_seconds": round(t_count, 3),
                 "cpu_seconds_per_million_tokens": round(seconds / max(shards.num_tokens, 1) * 1e6, 3)}
-    tmp = outp.parent / f".{outp.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(outp) as tmp:
         (tmp / "pmi_table.json").write_text(json.dumps({"ngrams": table, "scores": scores}))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if outp.exists():
-            shutil.rmtree(outp)
-        outp.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, outp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -1,6 +1,6 @@
 """`masklab prep`: corpus -> tokenizer -> train/validation shards + manifest, atomically.
 
-Everything is written into `<out>.tmp-<pid>` and renamed onto `<out>` only when complete,
+Everything is written through `masklab.atomic.atomic_dir` (temp dir, fsync, rename onto `<out>`),
 so a failure leaves the output directory as it was.
 """
 from __future__ import annotations
@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from masklab.atomic import atomic_dir
 from masklab.data_prep.corpus import ReadStats, read_corpus
 from masklab.data_prep.shards import FORMAT, write_shards
 from masklab.data_prep.tokenizer import TOKENIZER_FILE, file_sha256, load_tokenizer, save_tokenizer, train_tokenizer
@@ -62,10 +61,7 @@ def prepare(opts: PrepOptions) -> Path:
     log.info("read %d documents from %s (%d files, %d invalid UTF-8 lines skipped)",
              stats.documents, opts.source, stats.files, stats.invalid_utf8_lines)
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         if opts.tokenizer:
             tok, _ = load_tokenizer(opts.tokenizer)
         else:
@@ -112,17 +108,6 @@ def prepare(opts: PrepOptions) -> Path:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("prep done in %.1fs: %d train / %d validation documents, %d / %d tokens -> %s",
              time.time() - t0, counts["train"]["documents"], counts["validation"]["documents"],
              counts["train"]["tokens"], counts["validation"]["tokens"], out)

@@ -10,13 +10,12 @@ keys. Output: <out>/token_weights.npy (float32 [V]) + <out>/manifest.json (token
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from masklab.atomic import atomic_dir
 from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError
 
@@ -36,17 +35,11 @@ def build_token_weights(shards_dir: str, out: str, overwrite: bool = False) -> d
     outp = Path(out)
     if outp.exists() and any(outp.iterdir()) and not overwrite:
         raise ConfigError(f"weights output {outp} exists and is not empty (pass --overwrite)")
-    tmp = outp.parent / f".{outp.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     manifest = {"format": FORMAT, "tokenizer_sha256": shards.tokenizer.sha256, "vocab_size": V,
                 "tokens": int(counts.sum()), "weight": "self-information, mean 1, clipped [0.1, 10]"}
-    np.save(tmp / "token_weights.npy", w)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    if outp.exists():
-        shutil.rmtree(outp)
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(tmp, outp)
+    with atomic_dir(outp) as tmp:
+        np.save(tmp / "token_weights.npy", w)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
 

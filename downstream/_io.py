@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from masklab import atomic
 
 
 @contextlib.contextmanager
@@ -19,18 +19,8 @@ def atomic_dir(out: str | Path, overwrite: bool = True):
         from masklab.errors import MaskLabError
 
         raise MaskLabError(f"output {out} exists (pass --overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic.atomic_dir(out) as tmp:  # the one implementation: masklab/atomic.py
         yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _default(o):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -110,6 +111,8 @@ class TrainConfig:
     dist_timeout_s: int = 300
     compile: Optional[bool] = None  # torch.compile the encoder layers; None: on for CUDA, off for CPU
     allow_tf32: bool = True  # CUDA: fp32 matmuls on TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32)
+    # load DeepSpeed state (pickle: code can run) from a checkpoint not signed by this out_dir's run key
+    trust_checkpoint: bool = False
 
 
 @dataclass
@@ -174,7 +177,12 @@ def _compose(path: Path, base: DictConfig, seen: tuple = ()) -> DictConfig:
     if path in seen:
         raise ConfigError(f"config composition cycle through {path}")
     raw = _read_yaml(path)
-    for entry in raw.pop("defaults", []) or []:
+    entries = raw.pop("defaults", None)
+    entries = [] if entries is None else entries
+    if not (OmegaConf.is_list(entries) or isinstance(entries, list)) or not all(isinstance(e, str) for e in entries):
+        raise ConfigError(f"{path}: 'defaults' must be a list of config names (e.g. `defaults: [model/bert_tiny]`), "
+                          f"got {OmegaConf.to_container(entries) if OmegaConf.is_config(entries) else entries!r}")
+    for entry in entries:
         part = CONFIG_DIR / f"{entry}.yaml"
         if not part.is_file():
             part = (path.parent / f"{entry}.yaml").resolve()
@@ -227,6 +235,11 @@ def validate(cfg: DictConfig) -> None:
 
     for k in ("rate", "rate_end", "eval_rate"):
         need(0.0 <= m[k] <= 1.0, f"masking.{k}={m[k]} must lie in [0, 1]")
+    # a rate of 0 predicts nothing: the loss is 0 and training silently learns nothing
+    need(m.rate > 0.0, "masking.rate=0 masks nothing (the MLM loss would be 0): use a rate in (0, 1]")
+    need(m.schedule == "constant" or m.rate_end > 0.0, f"masking.rate_end=0 with masking.schedule={m.schedule} "
+         "masks nothing by the end of the schedule: use a rate_end in (0, 1]")
+    need(m.eval_rate > 0.0, "masking.eval_rate=0 masks nothing, so evaluation has no predictions: use (0, 1]")
     probs = (m.mask_prob, m.random_prob, m.keep_prob)
     need(all(p >= 0 for p in probs) and abs(sum(probs) - 1.0) < 1e-6,
          f"masking.mask_prob/random_prob/keep_prob must be >= 0 and sum to 1, got {probs}")
@@ -242,6 +255,8 @@ def validate(cfg: DictConfig) -> None:
         need(1 <= m.insert_layer < mo.num_layers,
              f"masking.insert_layer={m.insert_layer} must be in [1, model.num_layers-1={mo.num_layers - 1}] for late insertion")
     need(mo.preset in ("bert", "modernbert"), f"model.preset='{mo.preset}' is not one of bert, modernbert")
+    need(mo.num_heads >= 1 and mo.num_layers >= 1 and mo.hidden_size >= 1,
+         "model.hidden_size, model.num_layers and model.num_heads must be >= 1")
     need(mo.hidden_size % mo.num_heads == 0, f"model.hidden_size={mo.hidden_size} is not divisible by model.num_heads={mo.num_heads}")
     need(mo.sparse_prediction in ("none", "head", "last_layer"), f"model.sparse_prediction='{mo.sparse_prediction}' is not one of none, head, last_layer")
     if mo.preset == "modernbert":
@@ -253,6 +268,19 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.data.seq_len <= mo.max_position_embeddings, f"data.seq_len={cfg.data.seq_len} exceeds model.max_position_embeddings={mo.max_position_embeddings}")
     need(cfg.data.batch_size >= 1, "data.batch_size must be >= 1")
     need(t.max_steps >= 1, "train.max_steps must be >= 1")
+    need(math.isfinite(t.lr) and t.lr > 0, f"train.lr={t.lr} must be a finite number > 0")
+    need(len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas), f"train.betas={list(t.betas)} must be two numbers in [0, 1)")
+    need(math.isfinite(t.eps) and t.eps > 0, f"train.eps={t.eps} must be a finite number > 0")
+    need(0.0 <= t.min_lr_ratio <= 1.0, f"train.min_lr_ratio={t.min_lr_ratio} must lie in [0, 1]")
+    for k in ("weight_decay", "grad_clip"):
+        need(math.isfinite(t[k]) and t[k] >= 0, f"train.{k}={t[k]} must be a finite number >= 0")
+    for k in ("log_every", "eval_every", "save_every", "max_nan_skips", "dist_timeout_s"):
+        need(t[k] >= 1, f"train.{k}={t[k]} must be >= 1")
+    for k in ("warmup_steps", "keep_last", "num_threads"):
+        need(t[k] >= 0, f"train.{k}={t[k]} must be >= 0")
+    need(cfg.data.num_workers >= 0, f"data.num_workers={cfg.data.num_workers} must be >= 0")
+    need(cfg.data.micro_batch_size >= 0, f"data.micro_batch_size={cfg.data.micro_batch_size} must be >= 0 (0: batch_size / world size)")
+    need(cfg.data.eval_batches >= 0, f"data.eval_batches={cfg.data.eval_batches} must be >= 0")
     need(t.precision in ("fp32", "bf16"), f"train.precision='{t.precision}' is not one of fp32, bf16")
     need(t.device in ("auto", "cpu", "cuda"), f"train.device='{t.device}' is not one of auto, cpu, cuda")
     need(t.decay in ("linear", "cosine", "constant"), f"train.decay='{t.decay}' is not one of linear, cosine, constant")
@@ -265,10 +293,30 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def from_yaml_text(text: str) -> DictConfig:
-    """Rebuild a (struct, validated) config from the YAML saved beside a checkpoint."""
+def from_yaml_text(text: str, source: str = "saved config") -> DictConfig:
+    """Rebuild a (struct, validated) config from the YAML saved beside a checkpoint; anything else
+    (random bytes, broken YAML, a list, an empty file) is one ConfigError naming `source`."""
     cfg = OmegaConf.structured(MaskLabConfig)
     OmegaConf.set_struct(cfg, True)
-    cfg = _merge(cfg, OmegaConf.create(text), "saved config")
+    try:
+        saved = OmegaConf.create(text)
+    except Exception as e:  # yaml.YAMLError, and OmegaConf's own errors for odd scalars
+        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(saved, DictConfig) or not saved:
+        got = "an empty file" if not saved else f"a {type(OmegaConf.to_container(saved)).__name__}"
+        raise ConfigError(f"{source}: must be a mapping (the resolved config a checkpoint stores), got {got}")
+    cfg = _merge(cfg, saved, source)
     validate(cfg)
     return cfg
+
+
+def load_saved_config(path: str | Path) -> DictConfig:
+    """The config.yaml stored in a checkpoint -> a validated config, or one ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing (not a MaskLab checkpoint?)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (invalid UTF-8): the checkpoint's config is damaged") from None
+    return from_yaml_text(text, str(path))

@@ -7,9 +7,10 @@ Layout (docs/architecture.md): <run>/checkpoints/step_00000100/
     state.json              step, optimizer hyper-params, scheduler, numpy/python RNG, data position, logger step
     config.yaml             the resolved config
     tokenizer/              tokenizer.json (+ info)
+    SHA256SUMS.json         sha256 of every file, signed with the run directory's key (integrity.py)
     COMPLETE                written last
-The directory is written under a temp name and renamed; only directories with COMPLETE
-count. Loading never unpickles.
+The directory is written under a temp name, fsynced and renamed (masklab.atomic); only
+directories with COMPLETE count. Loading verifies the hashes and never unpickles.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +29,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from masklab.atomic import atomic_dir
 from masklab.errors import CheckpointError
+from masklab.pretrain.integrity import run_key, verify_manifest, write_manifest
 
 log = logging.getLogger("masklab.checkpoint")
 MARKER = "COMPLETE"
@@ -103,18 +107,30 @@ def set_rng_state(tensors: dict, meta: dict) -> None:
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+def non_finite_tensors(tensors: dict) -> list[str]:
+    """Names of floating-point tensors holding NaN or Inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
                     state: dict, config_yaml: str, tokenizer_dir: Optional[Path], keep_last: int = 0,
-                    extra_dirs: Optional[dict] = None) -> Path:
-    """Write <run>/checkpoints/step_N atomically; prune to the newest `keep_last` (0 = keep all).
-    `extra_dirs` {name: dir} (e.g. DeepSpeed's own state, written by every rank) are moved in
-    before the marker."""
+                    extra_dirs: Optional[dict] = None) -> Optional[Path]:
+    """Write <run>/checkpoints/step_N atomically (masklab.atomic); prune to the newest `keep_last`
+    (0 = keep all). `extra_dirs` {name: dir} (e.g. DeepSpeed's own state, written by every rank)
+    are moved in before the manifest and the marker. -> the checkpoint, or None when the weights
+    are not finite: a poisoned model is never saved, so it can never push out a good checkpoint."""
     final = checkpoint_dir(run_dir, step)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    bad = non_finite_tensors(weights)
+    if bad:
+        for d in (extra_dirs or {}).values():
+            shutil.rmtree(d, ignore_errors=True)
+        log.warning("step %d: not saving a checkpoint: non-finite weights in %s; newest good checkpoint: %s", step,
+                    ", ".join(bad[:3]), latest_checkpoint(run_dir))
+        return None
+    previous = latest_checkpoint(run_dir)
+    intact = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+    with atomic_dir(final, intact=intact) as tmp:
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt", "preset": getattr(model, "preset", "")})
         meta = dict(state)
         if optimizer is not None:
@@ -131,23 +147,27 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
             shutil.copytree(tokenizer_dir, tmp / "tokenizer")
         for name, d in (extra_dirs or {}).items():
             shutil.move(str(d), str(tmp / name))
-        with open(tmp / MARKER, "w") as f:
-            f.write(f"step {step}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if final.exists():  # same step saved again (e.g. preempted right after a periodic save)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except OSError as e:  # disk full, quota, permissions: the previous checkpoints stay as they were
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"writing checkpoint {final} failed ({e}); earlier checkpoints are intact") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if keep_last > 0:
-        for old in list_checkpoints(run_dir, warn=False)[:-keep_last]:
+        write_manifest(tmp, run_key(run_dir, create=True))
+        (tmp / MARKER).write_text(f"step {step}\n")  # last: fsynced with the rest by atomic_dir
+    if keep_last > 0:  # the one just written always stays, whatever sorts after it
+        others = [c for c in list_checkpoints(run_dir, warn=False) if c != final]
+        for old in others[:max(0, len(others) - (keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def move_aside_after(run_dir: Path, step: int) -> list[Path]:
+    """Rolling back to `step`: the abandoned branch's newer checkpoints move to
+    <run>/abandoned/<time>/ (kept for inspection, no longer "latest", never pruned)."""
+    newer = [c for c in list_checkpoints(run_dir, warn=False) if int(_NAME.match(c.name)[1]) > step]
+    if not newer:
+        return []
+    dest = Path(run_dir) / "abandoned" / time.strftime("%Y%m%dT%H%M%S")
+    dest.mkdir(parents=True, exist_ok=True)
+    for c in newer:
+        os.rename(c, dest / c.name)
+    log.warning("rolled back to step %d: moved the newer checkpoints %s to %s", step, [c.name for c in newer], dest)
+    return [dest / c.name for c in newer]
 
 
 def _load_safetensors(path: Path) -> dict:
@@ -170,16 +190,27 @@ def load_state(ckpt: Path) -> dict:
 
 
 def load_model_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    """Verified against the checkpoint's sha256 manifest; NaN/Inf weights are an error naming the tensor."""
+    verify_manifest(ckpt, only=["model.safetensors"])
     weights = _load_safetensors(Path(ckpt) / "model.safetensors")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    bad = non_finite_tensors(weights)
+    if bad:
+        raise CheckpointError(f"{ckpt}: non-finite (NaN/Inf) weights in tensor {bad[0]}"
+                              + (f" and {len(bad) - 1} more" if len(bad) > 1 else "") + "; use an earlier checkpoint")
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shape mismatches: the checkpoint belongs to another architecture
+        raise CheckpointError(f"{ckpt}: weights do not fit the model ({str(e).splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise CheckpointError(f"{ckpt}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                     restore_rng: bool = True) -> dict:
-    """Restore model (+ optimizer, RNG) in place; -> the saved state dict (step, data position, ...)."""
+    """Restore model (+ optimizer, RNG) in place; -> the saved state dict (step, data position, ...).
+    Every file is first checked against the checkpoint's sha256 manifest."""
     state = load_state(ckpt)
+    verify_manifest(ckpt)
     load_model_weights(model, ckpt)
     if optimizer is not None and "optimizer" in state:
         _restore_optimizer(optimizer, _load_safetensors(Path(ckpt) / "optimizer.safetensors"), state["optimizer"])

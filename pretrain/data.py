@@ -56,7 +56,7 @@ class Collator:
         self.samples = build_samples(shards, cfg.data.seq_len)
         if len(self.samples) == 0:
             raise ValueError(f"{shards.root}/{shards.split} holds no samples")
-        self.masker = build_masker(cfg.masking, self.tok, shards.manifest, cfg.model.num_layers)
+        self.masker = build_masker(cfg.masking, self.tok, shards.manifest)
         self.seed = int(cfg.train.seed)
         m = cfg.masking
         self.total_steps = total_steps or (m.schedule_steps or cfg.train.max_steps)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from masklab.errors import CheckpointError, ConfigError, MaskLabError
+from masklab.pretrain.integrity import run_key, verify_manifest
 
 log = logging.getLogger("masklab.engine")
 
@@ -157,11 +158,17 @@ class DeepSpeedEngine(Engine):
         self.ds.save_checkpoint(str(directory), tag="state")
 
     def load_extra(self, ckpt: Path) -> None:
-        """DeepSpeed's format unpickles: read it only from a complete checkpoint of one of our run dirs."""
-        ckpt = Path(ckpt).resolve()
-        run = ckpt.parent.parent
-        if not (ckpt.parent.name == "checkpoints" and (ckpt / "COMPLETE").is_file() and (run / "config.yaml").is_file()
-                and (ckpt / "deepspeed").is_dir()):
-            raise CheckpointError(f"{ckpt}: DeepSpeed state is loaded only from a complete checkpoint inside a MaskLab "
-                                  "run directory (<run>/checkpoints/step_N with COMPLETE and <run>/config.yaml)")
+        """DeepSpeed's format unpickles (code can run): its state is read only from a checkpoint whose
+        sha256 manifest is signed by this train.out_dir's run key (pretrain/integrity.py), i.e. one
+        this run directory wrote, or with train.trust_checkpoint=true for a copied run."""
+        ckpt = Path(ckpt)
+        if not (ckpt / "deepspeed").is_dir():
+            raise CheckpointError(f"{ckpt}: no DeepSpeed state (deepspeed/) in this checkpoint: resume it with the "
+                                  "launcher that wrote it")
+        signed = verify_manifest(ckpt, run_key(Path(self.tc.out_dir)))  # a changed file is an error either way
+        if not signed and not self.tc.trust_checkpoint:
+            raise CheckpointError(f"{ckpt}: refusing to load its DeepSpeed state: DeepSpeed's format runs pickle "
+                                  f"(arbitrary code), and this checkpoint is not signed by train.out_dir="
+                                  f"{self.tc.out_dir} (written elsewhere, or crafted). If it is a copy of your own "
+                                  "run, set train.trust_checkpoint=true")
         self.ds.load_checkpoint(str(ckpt / "deepspeed"), tag="state", load_module_strict=True)

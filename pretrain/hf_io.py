@@ -11,15 +11,14 @@ no mapping can carry: options the HF class cannot express, untied decoders, voca
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from masklab.atomic import atomic_dir
 from masklab.data_prep.tokenizer import load_tokenizer
-from masklab.config import MaskLabConfig, from_yaml_text
+from masklab.config import MaskLabConfig, load_saved_config
 from masklab.errors import CheckpointError
 from masklab.pretrain.checkpoint import MARKER, latest_checkpoint, load_model_weights
 from masklab.pretrain.model import build_model
@@ -50,7 +49,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu"):
     """-> (model in eval mode, tokenizers.Tokenizer, config) from a checkpoint or run directory."""
     ckpt = resolve_checkpoint(path)
-    cfg = from_yaml_text((ckpt / "config.yaml").read_text())
+    cfg = load_saved_config(ckpt / "config.yaml")
     tok, info = load_tokenizer(ckpt / "tokenizer")
     model = build_model(cfg.model, info)
     load_model_weights(model, ckpt)
@@ -69,7 +68,7 @@ def check_exportable(model_cfg) -> None:
 def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write an HF directory for a checkpoint (atomically: temp dir, then rename)."""
     ckpt = resolve_checkpoint(path)
-    check_exportable(from_yaml_text((ckpt / "config.yaml").read_text()).model)
+    check_exportable(load_saved_config(ckpt / "config.yaml").model)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"export target {out} exists and is not empty (pass --overwrite)")
@@ -79,10 +78,7 @@ def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) ->
     ids = {"cls_id": info.cls_id, "sep_id": info.sep_id} if cfg.model.preset == "modernbert" else {}
     hf_cfg = m.hf_config(cfg.model, model.vocab_size, info.pad_id, **ids)  # vocab_size: the padded one
     state = m.to_hf_state_dict(model.state_dict(), cfg.model.num_layers)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         hf_cfg.save_pretrained(tmp)
         # the tied decoder is stored once, as HF does, under the embedding name
         tied = [k for k in state if k.endswith("decoder.weight")]
@@ -95,13 +91,6 @@ def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) ->
                 "tokenizer_vocab_size": info.vocab_size, "padded_vocab_size": model.vocab_size,
                 "masking_insertion": cfg.masking.insertion, "insert_layer": cfg.masking.insert_layer}
         (tmp / "masklab_export.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

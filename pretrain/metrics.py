@@ -1,7 +1,10 @@
 """Training metrics: a JSONL log (the record tests compare) and TensorBoard; FLOP accounting."""
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 import resource
 import time
 from pathlib import Path
@@ -9,24 +12,30 @@ from typing import Optional
 
 import torch
 
+from masklab.errors import MaskLabError
+
+log = logging.getLogger("masklab.metrics")
+
 
 class MetricsLog:
     """Append-only JSONL (one object per logged step) + TensorBoard scalars, rank 0 only.
 
     On resume, records past the resumed step are dropped first, so a run that was killed
-    after logging but before checkpointing never shows a step twice."""
+    after logging but before checkpointing never shows a step twice; a torn last line (a
+    kill or a full disk mid-write) is cut off. Each record is one `write` of a whole line
+    on an O_APPEND descriptor, so a reader never sees half a record followed by another."""
 
     def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, resume_step: int = 0):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.tb = None
+        self.fd: Optional[int] = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            keep = [l for l in self.path.read_text().splitlines()
-                    if l.strip() and json.loads(l).get("step", 0) <= resume_step]
-            self.path.write_text("".join(l + "\n" for l in keep))
+            self.path.write_text("".join(l + "\n" for l in _records_up_to(self.path, resume_step)))
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -39,16 +48,39 @@ class MetricsLog:
         if not self.enabled:
             return
         rec = {"step": step, **{k: (float(v) if isinstance(v, (float, torch.Tensor)) else v) for k, v in record.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        line = (json.dumps(rec) + "\n").encode()
+        try:
+            if os.write(self.fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "No space left on device (short write)")
+        except OSError as e:
+            reason = "No space left on device" if e.errno == errno.ENOSPC else e.strerror
+            raise MaskLabError(f"{reason} while writing {self.path}; the checkpoints in "
+                               f"{self.path.parent / 'checkpoints'} are intact") from None
         if self.tb is not None:
             for k, v in rec.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, step)
 
     def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         if self.tb is not None:
             self.tb.close()
+
+
+def _records_up_to(path: Path, step: int) -> list[str]:
+    """The complete lines of metrics.jsonl with step <= `step`; reading stops at a torn line."""
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            log.warning("%s: cut at a torn line (%r...): everything after it is dropped", path, line[:40])
+            break
+        if rec is not None and rec.get("step", 0) <= step:
+            keep.append(line)
+    return keep
 
 
 def peak_memory_mb(device: torch.device) -> float:

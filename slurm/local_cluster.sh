@@ -13,10 +13,14 @@ STARTED=/run/masklab-local-cluster.started   # pid files of the daemons this scr
 
 if [ "${1:-}" = stop ]; then
   # stop only what we started, by pid (never by name); wait until they are gone
-  files=$(cat "$STARTED" 2>/dev/null || echo /run/slurmd-n*.pid /run/slurmctld.pid)
+  # each pid file once (a restart after a daemon died appends its file again); a daemon that
+  # exits removes its pid file, so a file may vanish between the test and the read
+  files=$( (cat "$STARTED" 2>/dev/null || echo /run/slurmd-n*.pid /run/slurmctld.pid) | tr ' ' '\n' | sort -u)
   pids=""
   for f in $files; do
-    if [ -f "$f" ]; then pid=$(cat "$f"); kill "$pid" 2>/dev/null && pids="$pids $pid"; fi
+    pid=$(cat "$f" 2>/dev/null) || continue
+    case " $pids " in *" $pid "*) continue ;; esac
+    if kill "$pid" 2>/dev/null; then pids="$pids $pid"; fi
   done
   for _ in $(seq 1 30); do
     alive=""; for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done

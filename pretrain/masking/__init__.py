@@ -18,17 +18,10 @@ MASK_KEYS = ("rate", "schedule", "rate_end", "schedule_steps", "step_at", "unit"
              "random_prob", "keep_prob", "corrupt_per_unit", "span_p", "span_max", "insertion", "insert_layer")
 
 
-def build_masker(cfg, tok, shards_manifest: Optional[dict] = None, num_layers: Optional[int] = None) -> Masker:
-    """The masker for `cfg` (the masking section). Everything the strategy needs is checked here,
-    at start-up, with a clear ConfigError: rates in [0, 1], the late insertion layer inside the
-    model, word boundaries in the shards, a PMI table / weight table made with this tokenizer."""
-    for k in ("rate", "rate_end", "eval_rate"):
-        v = float(getattr(cfg, k))
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"masking.{k}={v} must lie in [0, 1]")
-    if cfg.insertion == "late" and num_layers is not None and not 1 <= cfg.insert_layer < num_layers:
-        raise ConfigError(f"masking.insert_layer={cfg.insert_layer} must be in [1, {num_layers - 1}] "
-                          f"(the model has {num_layers} layers)")
+def build_masker(cfg, tok, shards_manifest: Optional[dict] = None) -> Masker:
+    """The masker for `cfg` (the masking section, already validated by masklab.config: rates,
+    insertion layer). What needs the data is checked here, at start-up, with a clear
+    ConfigError: word boundaries in the shards, a PMI table / weight table made with this tokenizer."""
     if cfg.unit in WORD_UNITS and shards_manifest is not None and not shards_manifest.get("word_starts", False):
         raise ConfigError(f"masking.unit={cfg.unit} needs word boundaries, but these shards have none "
                           "(manifest word_starts is false; re-run `masklab prep`)")

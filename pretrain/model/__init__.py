@@ -28,9 +28,7 @@ def build_model(model_cfg, tok_info, masking_cfg=None):
         raise ConfigError(f"model.preset='{model_cfg.preset}' is not available in this build") from None
     model = model_cls(model_cfg, vocab)
     model.mask_token_id = tok_info.mask_id
-    if masking_cfg is not None and masking_cfg.insertion == "late":
-        if not 1 <= masking_cfg.insert_layer < model_cfg.num_layers:
-            raise ConfigError(f"masking.insert_layer={masking_cfg.insert_layer} must be in [1, {model_cfg.num_layers - 1}]")
+    if masking_cfg is not None and masking_cfg.insertion == "late":  # the layer range: masklab.config.validate
         model.insert_layer = masking_cfg.insert_layer
     return model
 

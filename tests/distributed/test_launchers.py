@@ -32,19 +32,21 @@ def close(got, ref):
     return len(got) == len(ref) and all(abs(a - b) <= RTOL * abs(b) for a, b in zip(got, ref))
 
 
-def torchrun(args, nproc=2, timeout=600, env=None):
+def torchrun(args, nproc=2, timeout=600, env=None, nan_at=None):
+    """`masklab train` under torchrun; `nan_at`: a step whose loss is made NaN (tests/reliability/hooks.py)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    entry = ["-m", "masklab.cli", "train"] if nan_at is None else ["-m", "tests.reliability.hooks", str(nan_at)]
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                           "-m", "masklab.cli", "train", "configs/smoke_cpu.yaml", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+                           *entry, "configs/smoke_cpu.yaml", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
 
 
-def single_run(prepared_data, run, extra=()):
+def single_run(prepared_data, run, extra=(), hooks=None):
     from masklab.config import load_config
     from masklab.pretrain.train import train
 
     train(load_config("configs/smoke_cpu.yaml", COMMON + [f"data.shards={prepared_data}", f"train.out_dir={run}",
-                                                          *extra]))
+                                                          *extra]), hooks=hooks)
     return run
 
 
@@ -88,14 +90,15 @@ def test_ddp_resume_may_change_world_size(single, prepared_data, tmp_path):
     assert [m["step"] for m in rows(run)] == [1, 2, 3, 4, 5, 6] and close(losses(run), losses(single))
 
 
-def test_deepspeed_skips_nan_step_and_refuses_other_world_size(need_deepspeed, prepared_data, tmp_path, monkeypatch):
+def test_deepspeed_skips_nan_step_and_refuses_other_world_size(need_deepspeed, prepared_data, tmp_path):
     """A non-finite loss in the third step skips that update under DeepSpeed exactly as in the plain engine
     (same later losses); then a resume with another world size is refused with a clear message."""
-    monkeypatch.setenv("MASKLAB_INJECT_NAN_STEP", "2")
-    ref = rows(single_run(prepared_data, tmp_path / "single"))
+    from tests.reliability.hooks import NanAt
+
+    ref = rows(single_run(prepared_data, tmp_path / "single", hooks=NanAt({2})))
     run = tmp_path / "run"
     extra = [f"data.shards={prepared_data}", f"train.out_dir={run}", "train.launcher=deepspeed"]
-    r = torchrun(COMMON + extra)
+    r = torchrun(COMMON + extra, nan_at=2)
     assert r.returncode == 0, r.stderr[-3000:]
     got = rows(run)
     assert [m["nan_skipped_total"] for m in got] == [m["nan_skipped_total"] for m in ref] == [0, 0, 1, 1, 1, 1]

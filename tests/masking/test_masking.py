@@ -7,10 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from masklab.config import load_config
 from masklab.errors import ConfigError
 from masklab.pretrain.data import StepDataset, step_loader
-from masklab.pretrain.masking import build_masker, masking_rate, sample_rng
+from masklab.pretrain.masking import masking_rate, sample_rng
 from tests.masking.conftest import batch_units, make_collator
 
 UNITS = ["token", "whole_word", "span", "pmi"]
@@ -295,16 +294,6 @@ def test_late_mode_partition_and_model_equivalence(prepared_data):
 def test_bad_masking_config(prepared_data, ov, needle):
     with pytest.raises(ConfigError, match=needle):
         make_collator(prepared_data, *ov)
-
-
-def test_build_masker_checks_without_config_validation(prepared_data):
-    cfg = load_config(None, ["data.shards=x", "masking.insertion=late", "masking.insert_layer=3"]).masking
-    c = make_collator(prepared_data)
-    with pytest.raises(ConfigError, match="insert_layer=3"):
-        build_masker(cfg, c.tok, None, num_layers=3)
-    cfg.rate = 1.5
-    with pytest.raises(ConfigError, match=r"masking.rate=1.5"):
-        build_masker(cfg, c.tok)
 
 
 @pytest.mark.parametrize("table", ["pmi", "weights"])

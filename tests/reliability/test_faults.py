@@ -15,6 +15,7 @@ from masklab.errors import CheckpointError, MaskLabError
 from masklab.pretrain.checkpoint import list_checkpoints
 from masklab.pretrain.train import train
 from tests.conftest import TINY
+from tests.reliability.hooks import NanAt
 
 pytestmark = pytest.mark.reliability
 
@@ -160,47 +161,25 @@ def test_disk_full_during_save_keeps_previous_checkpoint(trained_run, tiny_overr
         return real(tensors, path, metadata=metadata)
 
     monkeypatch.setattr(C, "save_file", failing)
-    with pytest.raises(CheckpointError, match="No space left on device.*earlier checkpoints are intact"):
+    with pytest.raises(MaskLabError, match="No space left on device while writing .*step_00000006; the previous "
+                                           "checkpoint .*step_00000004 is intact"):
         train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=6", "train.save_every=2"]))
     assert snapshot(trained_run / "checkpoints") == before
     assert [p.name for p in list_checkpoints(trained_run)] == ["step_00000002", "step_00000004"]
 
 
 # 10: NaN losses -----------------------------------------------------------------------------------
-def _nan_model(monkeypatch, bad_steps):
-    import torch
-
-    import masklab.pretrain.train as T
-
-    real = T.build_model
-
-    def build(*a, **k):
-        m = real(*a, **k)
-        fwd = m.forward
-
-        def forward(b):
-            out = fwd(b)
-            if b.step in bad_steps:
-                out["loss_sum"] = out["loss_sum"] * torch.tensor(float("nan"))
-            return out
-        m.forward = forward
-        return m
-
-    monkeypatch.setattr(T, "build_model", build)
-
-
-def test_nan_loss_skipped_and_counted(tiny_overrides, tmp_path, monkeypatch):
-    _nan_model(monkeypatch, {1, 3})
-    r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=5", "train.eval_every=1000"]))
+def test_nan_loss_skipped_and_counted(tiny_overrides, tmp_path):
+    r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=5", "train.eval_every=1000"]),
+              hooks=NanAt({1, 3}))
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert r["step"] == 5 and [m["nan_skipped_total"] for m in rows if "loss" in m] == [0, 1, 1, 2, 2]
 
 
-def test_nan_loss_aborts_after_n_in_a_row(tiny_overrides, tmp_path, monkeypatch):
-    _nan_model(monkeypatch, set(range(2, 100)))
+def test_nan_loss_aborts_after_n_in_a_row(tiny_overrides, tmp_path):
     with pytest.raises(MaskLabError, match="3 non-finite losses in a row"):
         train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=10", "train.max_nan_skips=3",
-                                                                       "train.eval_every=1000"]))
+                                                                       "train.eval_every=1000"]), hooks=NanAt(range(2, 100)))
 
 
 # kill -9 and resume -------------------------------------------------------------------------------

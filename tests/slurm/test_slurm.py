@@ -122,3 +122,27 @@ def test_preemption_requeues_and_resumes_exactly(cluster, prepared_data, tmp_pat
     assert close([m["loss"] for m in rows], reference)
     restarted = log[log.index("restart 1"):]
     assert "resumed from" in restarted and "world size 2" in restarted
+
+
+def test_scancel_stops_the_job_without_requeue(cluster, prepared_data, tmp_path):
+    """scancel (SIGTERM to every process of the job) is a stop, not a pre-emption: the ranks save,
+    nobody requeues, the job ends CANCELLED with no restart and a complete, verified checkpoint."""
+    from masklab.pretrain.checkpoint import latest_checkpoint, load_state
+    from masklab.pretrain.integrity import run_key, verify_manifest
+
+    run, out = tmp_path / "run", tmp_path / "job.out"
+    jid = sbatch("pretrain.sbatch", out, *args(prepared_data, run, 400, "train.log_every=1"))
+    t0 = time.time()
+    while time.time() - t0 < 180 and not ((run / "metrics.jsonl").exists() and len(metrics(run)) >= 10):
+        time.sleep(0.1)
+    subprocess.run(["scancel", jid], check=True)
+    state = wait(jid)
+    time.sleep(3)  # a requeue would show up as a pending job by now
+    state = subprocess.run(["scontrol", "show", "job", jid], capture_output=True, text=True).stdout
+    log = out.read_text()
+    assert "JobState=CANCELLED" in state and "Restarts=0" in state, state + log[-3000:]
+    assert "restart 1" not in log and "requeueing" not in log, log[-3000:]
+    ck = latest_checkpoint(run)
+    assert ck is not None and verify_manifest(ck, run_key(run)), log[-3000:]
+    assert 10 <= load_state(ck)["step"] < 400
+

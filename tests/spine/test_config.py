@@ -60,3 +60,22 @@ def test_saved_config_round_trips():
     cfg = load_config("configs/smoke_cpu.yaml", ["train.max_steps=7"])
     back = from_yaml_text(to_yaml(cfg))
     assert OmegaConf.to_container(back) == OmegaConf.to_container(cfg)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.lr=0", "train.lr=0.0 must be a finite number > 0"), ("train.lr=nan", "train.lr=nan"),
+    ("train.betas=[0.9,1.0]", "train.betas"), ("data.num_workers=-1", "data.num_workers"),
+    ("train.save_every=0", "train.save_every"), ("train.log_every=0", "train.log_every"),
+    ("train.eval_every=0", "train.eval_every"), ("masking.rate=0", "masking.rate=0 masks nothing"),
+    ("model.num_heads=0", "model.num_heads must be >= 1"),
+])
+def test_values_that_used_to_fail_mid_run_fail_at_config_time(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace(".", r"\.")):
+        load_config("configs/smoke_cpu.yaml", [override])
+
+
+def test_defaults_written_as_a_string_is_an_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("defaults: model/bert_tiny\n")
+    with pytest.raises(ConfigError, match="'defaults' must be a list"):
+        load_config(p)

@@ -115,8 +115,10 @@ def test_resume_with_changed_batch_is_refused(tiny_overrides, tmp_path):
         train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=4", "data.batch_size=4"]))
 
 
-def test_nan_losses_are_skipped_then_abort(tiny_overrides, tmp_path, monkeypatch):
-    monkeypatch.setenv("MASKLAB_INJECT_NAN_STEP", "1")
-    r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=3", "train.eval_every=1000"]))
+def test_nan_losses_are_skipped_then_abort(tiny_overrides, tmp_path):
+    from tests.reliability.hooks import NanAt
+
+    r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + ["train.max_steps=3", "train.eval_every=1000"]),
+              hooks=NanAt({1}))
     rows = [m for m in _metrics(tmp_path / "run") if "loss" in m]
     assert r["step"] == 3 and rows[-1]["nan_skipped_total"] == 1

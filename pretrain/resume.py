@@ -1,0 +1,79 @@
+"""Which checkpoint a run continues from, and what must match for the resume to be exact."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from masklab.errors import ConfigError, MaskLabError
+from masklab.pretrain import distributed as D
+from masklab.pretrain.checkpoint import latest_checkpoint
+from masklab.pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
+
+
+# The architecture: a change makes the saved weights mean something else (or not fit at all).
+MODEL_KEYS = ("preset", "vocab_size", "pad_vocab_multiple", "hidden_size", "num_layers", "num_heads",
+              "intermediate_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+              "global_attn_every", "local_window", "rope_theta", "local_rope_theta")
+
+
+def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> dict:
+    """What must match between a checkpoint and the run resuming it (recorded in state.json).
+
+    Global batch, seq len, seed and tokenizer fix the data order and the masks (data position is
+    step * global batch), so they must match. The engine must match (a DeepSpeed checkpoint keeps
+    its optimizer in DeepSpeed's format). DDP and single-process runs may change world size and
+    micro-batch (only the split of the same global batch changes: same result up to fp
+    summation order). DeepSpeed runs must also keep world size and ZeRO stage: ZeRO partitions
+    the optimizer state by rank, and we refuse rather than re-partition. The model architecture
+    (MODEL_KEYS) must match: the checkpoint's weights belong to it."""
+    tc = cfg.train
+    compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
+              "data.shards_sha": tokenizer_sha, "engine": engine_kind == "deepspeed"}
+    compat.update({f"model.{k}": getattr(cfg.model, k) for k in MODEL_KEYS})
+    compat["masking.algorithm"] = MASKING_ALGORITHM
+    compat.update({f"masking.{k}": getattr(cfg.masking, k) for k in MASK_KEYS})
+    if engine_kind == "deepspeed":
+        compat.update({"deepspeed.world_size": world.world_size, "train.zero_stage": tc.zero_stage})
+    return compat
+
+
+_HINT = {"engine": "the checkpoint was written by a different engine (True = DeepSpeed): use the launcher it was "
+                   "trained with", "deepspeed.world_size": "DeepSpeed resumes need the same number of processes",
+         "train.zero_stage": "ZeRO optimizer state is partitioned per stage",
+         "masking.algorithm": "this version of MaskLab draws different masks from the same seed than the one that "
+                              "wrote the checkpoint"}
+# Keys that checkpoints written before they existed are known to have had.
+_OLD_DEFAULTS = {"masking.algorithm": 1}
+
+
+def check_resume_compatible(saved: dict, current: dict) -> None:
+    """A resume that would silently change the data order, masking or vocabulary is refused, not converted."""
+    have = {**_OLD_DEFAULTS, **saved.get("compat", {})}
+    bad = [f"{k}: checkpoint {have[k]} vs now {v}" + (f" ({_HINT[k]})" if k in _HINT else "")
+           for k, v in current.items() if k in have and have[k] != v]
+    if bad:
+        raise MaskLabError("cannot resume: the run changed in a way that breaks exact resume (" + "; ".join(bad) +
+                           "). Use a new train.out_dir, or train.resume=never.")
+
+
+def check_out_dir_free(run_dir: Path, resume: str, ckpt: Optional[Path]) -> None:
+    """A run that does not continue out_dir's own checkpoints must not write beside them: its
+    checkpoints would mix with theirs, and a later automatic resume could pick the other run's
+    newest one. Rolling back to an earlier checkpoint of the same out_dir is allowed."""
+    if resume == "auto":
+        return
+    existing = latest_checkpoint(run_dir)
+    if existing is None or (ckpt is not None and Path(run_dir).resolve() in Path(ckpt).resolve().parents):
+        return
+    raise ConfigError(f"train.out_dir={run_dir} already holds checkpoints (newest {existing.name}) and "
+                      f"train.resume={resume} starts another run there: use a new train.out_dir, remove "
+                      f"{Path(run_dir) / 'checkpoints'}, or train.resume=auto to continue it")
+
+
+def checkpoint_to_resume(run_dir: Path, resume: str) -> Optional[Path]:
+    """train.resume -> the checkpoint to continue (None: start at step 0)."""
+    if resume == "auto":
+        return latest_checkpoint(run_dir)
+    if resume in ("never", ""):
+        return None
+    return Path(resume)

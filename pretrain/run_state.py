@@ -1,0 +1,109 @@
+"""Everything a training run holds between steps, and how it is built from the config."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from masklab import kernels
+from masklab.data_prep.shards import ShardSet
+from masklab.errors import ConfigError
+from masklab.pretrain import distributed as D
+from masklab.pretrain.data import Collator, StepDataset, eval_batches
+from masklab.pretrain.engine import DeepSpeedEngine, Engine
+from masklab.pretrain.metrics import matmul_peak_flops
+from masklab.pretrain.model import build_model
+from masklab.pretrain.model.compile import prepare_for_device
+from masklab.pretrain.resume import resume_compat
+
+
+@dataclass
+class RunState:
+    cfg: Any
+    world: D.World
+    device: torch.device
+    run_dir: Path
+    shards: ShardSet
+    collator: Collator
+    dataset: StepDataset
+    micro_batch: int
+    compat: dict
+    eval_set: list
+    autocast: contextlib.AbstractContextManager
+    model: Optional[torch.nn.Module] = None
+    engine: Optional[Engine] = None
+    ckpt: Optional[Path] = None  # the checkpoint this run continues (None: from step 0)
+    start: int = 0
+    step: int = 0
+    nan_run: int = 0  # non-finite steps in a row
+    nan_total: int = 0
+    first_eval: Optional[dict] = None
+    last: dict = field(default_factory=dict)  # the latest logged record
+    t_log: float = 0.0  # perf_counter at the previous log line
+
+    @property
+    def use_ds(self) -> bool:
+        return self.cfg.train.launcher == "deepspeed"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return Path(self.cfg.data.shards) / "tokenizer"
+
+
+def pick_device(name: str, world: D.World) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but CUDA is not available (use train.device=cpu)")
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    return torch.device("cpu")
+
+
+def setup(cfg) -> RunState:
+    """Process group, device, data and the resume compatibility keys: everything but the model."""
+    world = D.world_from_env()
+    tc = cfg.train
+    if tc.launcher == "single" and world.distributed:
+        raise ConfigError(f"train.launcher=single, but this process is rank {world.rank} of {world.world_size} "
+                          "(started by torchrun/srun): use train.launcher=auto, ddp or deepspeed")
+    device = pick_device(tc.device, world)
+    D.init(world, device, tc.dist_timeout_s)
+    kernels.set_backend(cfg.kernels.backend)
+    if tc.num_threads > 0 and device.type == "cpu":
+        torch.set_num_threads(tc.num_threads)
+    shards = ShardSet(cfg.data.shards, "train")
+    has_val = shards.manifest["counts"].get("validation", {}).get("documents")
+    val = ShardSet(cfg.data.shards, "validation") if has_val else None
+    mb = cfg.data.micro_batch_size or cfg.data.batch_size // world.world_size
+    collator = Collator(cfg, shards)
+    try:
+        dataset = StepDataset(collator, cfg.data.batch_size, mb, world.rank, world.world_size)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    compat = resume_compat(cfg, world, "deepspeed" if tc.launcher == "deepspeed" else "torch",
+                           shards.manifest["tokenizer"]["sha256"])
+    eval_set = eval_batches(Collator(cfg, val), mb, cfg.data.eval_batches) if val is not None else []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+    return RunState(cfg, world, device, Path(tc.out_dir), shards, collator, dataset, mb, compat, eval_set, autocast)
+
+
+def build_engine(run: RunState) -> None:
+    """The model (seeded) and the engine that steps it."""
+    tc = run.cfg.train
+    torch.manual_seed(tc.seed)
+    run.model = prepare_for_device(build_model(run.cfg.model, run.shards.tokenizer, run.cfg.masking).to(run.device),
+                                   run.cfg.train, run.device)
+    if run.use_ds:
+        run.engine = DeepSpeedEngine(run.model, tc, run.device, run.world, run.micro_batch, run.dataset.accum,
+                                     run.cfg.data.batch_size)
+    else:
+        run.engine = Engine(run.model, tc, run.device, run.world)
+
+
+def utilisation_peak(run: RunState) -> float:
+    """Measured matmul FLOP/s in the training dtype: the denominator of utilisation."""
+    bf16 = run.cfg.train.precision == "bf16" and run.device.type == "cuda"
+    return matmul_peak_flops(run.device, torch.bfloat16 if bf16 else torch.float32)
