@@ -19,19 +19,13 @@ import secrets
 from pathlib import Path
 from typing import Optional
 
+from masklab.data_prep.tokenizer import file_sha256
+
 from masklab.errors import CheckpointError
 
 MANIFEST = "SHA256SUMS.json"
 KEY_FILE = ".masklab_run_key"
 _SKIP = {MANIFEST, "COMPLETE"}
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_key(run_dir: Path, create: bool = False) -> Optional[bytes]:
