@@ -10,36 +10,42 @@ from typing import Optional
 
 import torch
 
-from masklab.kernels.dispatch import get_backend, implementation, resolve, set_backend
+from masklab.kernels.dispatch import get_backend, implementation, load, resolve, set_backend
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                      softmax_scale=None, window=None, *, backend: Optional[str] = None) -> torch.Tensor:
     """q [Tq, H, d], k/v [Tk, H, d], cu_seqlens_* int32 [B+1] -> [Tq, H, d]. Non-causal."""
-    fn = implementation("varlen_attention", q.device, backend)
+    name = resolve("varlen_attention", q.device, backend, dtype=q.dtype, head_dim=q.shape[-1], window=window)
+    if torch.compiler.is_compiling() and name in ("torch", "triton"):  # one opaque op in the graph
+        from masklab.kernels.custom_ops import varlen_attention_compiled
+
+        return varlen_attention_compiled(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                         softmax_scale, window, name)
+    fn = load("varlen_attention", name)
     return fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window)
 
 
 def masked_token_loss(hidden, positions, labels, dense_weight, dense_bias, ln_weight, ln_bias,
                       decoder_weight, decoder_bias, ln_eps: float = 1e-12, *, backend: Optional[str] = None):
     """Summed MLM cross-entropy over `positions` and the count of correct argmax predictions."""
-    fn = implementation("masked_token_loss", hidden.device, backend)
+    fn = implementation("masked_token_loss", hidden.device, backend, dtype=hidden.dtype)
     return fn(hidden, positions, labels, dense_weight, dense_bias, ln_weight, ln_bias,
               decoder_weight, decoder_bias, ln_eps)
 
 
 def insert_masks(visible, visible_index, insert_positions, mask_rows, total_tokens: int, *,
                  backend: Optional[str] = None) -> torch.Tensor:
-    fn = implementation("insert_masks", visible.device, backend)
+    fn = implementation("insert_masks", visible.device, backend, dtype=visible.dtype)
     return fn(visible, visible_index, insert_positions, mask_rows, total_tokens)
 
 
 def gather_rows(x, index, *, backend: Optional[str] = None) -> torch.Tensor:
-    return implementation("gather_rows", x.device, backend)(x, index)
+    return implementation("gather_rows", x.device, backend, dtype=x.dtype)(x, index)
 
 
 def scatter_rows(x, index, num_rows: int, *, backend: Optional[str] = None) -> torch.Tensor:
-    return implementation("scatter_rows", x.device, backend)(x, index, num_rows)
+    return implementation("scatter_rows", x.device, backend, dtype=x.dtype)(x, index, num_rows)
 
 
 def unpad_input(padded: torch.Tensor, attention_mask: torch.Tensor, *, backend: Optional[str] = None):

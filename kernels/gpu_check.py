@@ -11,7 +11,6 @@ names it with a reason. Results are cached on disk by (source hash, config, targ
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import re
@@ -73,9 +72,49 @@ def _tools():
     return triton, ASTSource, GPUTarget, str(cuobjdump)
 
 
+# Integer arguments as Triton's launcher passes them: i32 (values < 2^31), and the ones that are
+# multiples of 16 in production (strides of [T, H, d] / [T, 3, H, d] tensors, head dim, length bucket)
+# carry the divisibility-16 specialisation, as every pointer does (torch allocations are 16-byte aligned).
+DIVISIBLE_INTS = ("stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_vt", "stride_vh", "stride_ot",
+                  "stride_oh", "stride_dot", "stride_doh", "stride_gt", "stride_gh", "D", "seq_bucket", "stride_l",
+                  "F")
+
+
+def _signature(fn, types: dict) -> tuple[dict, dict]:
+    """types: argument -> Triton type (`*bf16`, `fp32`, `i32`) -> (signature in fn order, attrs)."""
+    sig = {a: types[a] for a in fn.arg_names if a in types}
+    attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a, t in sig.items()
+             if t.startswith("*") or a in DIVISIBLE_INTS}
+    return sig, attrs
+
+
+def _attention_jobs(dt: str, hd: int, window: int) -> list[dict]:
+    from masklab.kernels import triton_attention_bwd as AB
+    from masklab.kernels import triton_attention_fwd as AF
+    from masklab.kernels import triton_attention_tiles as AT
+
+    variant = f"{dt} d{hd}" + (f" w{window}" if window else "")
+    const = {"HEAD_DIM": hd, "WINDOW": window, "UPCAST": False}
+    ints = ["stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_vt", "stride_vh", "stride_ot", "stride_oh",
+            "stride_dot", "stride_doh", "stride_gt", "stride_gh", "total_q", "H", "D", "seq_bucket"]
+    types = {n: f"*{dt}" for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")} | {n: "i32" for n in ints}
+    types |= {"LSE": "*fp32", "DELTA": "*fp32", "cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
+    hc = AT.head_class(hd)
+    jobs = []
+    for kernel, fn, table in (("attn_fwd", AF._fwd_kernel, AT.FWD_CONFIGS),
+                              ("attn_bwd_dkdv", AB._bwd_dkdv_kernel, AT.BWD_DKDV_CONFIGS),
+                              ("attn_bwd_dq", AB._bwd_dq_kernel, AT.BWD_DQ_CONFIGS)):
+        sig, attrs = _signature(fn, types)
+        for m, n, w, s in table[hc]:
+            jobs.append(dict(kernel=kernel, fn=fn, sig=sig, attrs=attrs, variant=variant,
+                             const=const | {"BLOCK_M": m, "BLOCK_N": n}, warps=w, stages=s))
+    return jobs
+
+
 def _jobs(subset: bool) -> list[dict]:
     """Every (kernel, signature, constexprs, launch options) we ship."""
-    from masklab.kernels import triton_attention as A
+    from masklab.kernels import triton_attention_bwd as AB
+    from masklab.kernels import triton_attention_tiles as AT
     from masklab.kernels import triton_mlm_loss as L
     from masklab.kernels import triton_rows as R
 
@@ -84,54 +123,48 @@ def _jobs(subset: bool) -> list[dict]:
     # dim, every shipped config; the full list adds fp16/fp32, d32 and the windowed variants
     dtypes = ["bf16"] if subset else ["bf16", "fp16", "fp32"]
     head_dims = [64, 128] if subset else [32, 64, 128]
-    ints = ["stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_vt", "stride_vh"]
     for dt in dtypes:
         for hd in head_dims:
             for window in ([0] if subset else [0, 128]):
-                variant = f"{dt} d{hd}" + (f" w{window}" if window else "")
-                const = {"HEAD_DIM": hd, "WINDOW": window, "UPCAST": False}
-                fsig = {n: f"*{dt}" for n in "QKVO"} | {"LSE": "*fp32", "cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
-                fsig |= {n: "i64" for n in ints + ["stride_ot", "stride_oh", "total_q", "H", "D", "seq_bucket"]}
-                hc = A.head_class(hd)
-                fwd_cfgs, bwd_cfgs = A.FWD_CONFIGS[hc], A.BWD_CONFIGS[hc]
-                for m, n, w, s in fwd_cfgs:
-                    jobs.append(dict(kernel="attn_fwd", fn=A._fwd_kernel, sig=fsig, variant=variant,
-                                     const=const | {"BLOCK_M": m, "BLOCK_N": n}, warps=w, stages=s))
-                bsig = {n: f"*{dt}" for n in ("Q", "K", "V", "DO")} | {"LSE": "*fp32", "DELTA": "*fp32"}
-                for name, fn, outs in (("attn_bwd_dkdv", A._bwd_dkdv_kernel, ("DK", "DV")),
-                                       ("attn_bwd_dq", A._bwd_dq_kernel, ("DQ",))):
-                    sig = dict(bsig) | {o: f"*{dt}" for o in outs} | {"cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
-                    sig |= {n: "i64" for n in ints + ["stride_dot", "stride_doh", "total_q", "H", "D", "seq_bucket",
-                                                      "stride_gt", "stride_gh"]}
-                    sig = {a: sig[a] for a in fn.arg_names if a in sig}
-                    for m, n, w, s in bwd_cfgs:
-                        jobs.append(dict(kernel=name, fn=fn, sig=sig, variant=variant,
-                                         const=const | {"BLOCK_M": m, "BLOCK_N": n}, warps=w, stages=s))
-            sig = {"O": f"*{dt}", "DO": f"*{dt}", "DELTA": "*fp32"}
-            sig |= {n: "i64" for n in ("stride_ot", "stride_oh", "stride_dot", "stride_doh", "total_q", "D")}
-            jobs.append(dict(kernel="attn_bwd_pre", fn=A._bwd_preprocess, sig=sig, variant=f"{dt} d{hd}",
-                             const={"HEAD_DIM": hd, "BLOCK_T": A.PRE_BLOCK_T}, warps=A.PRE_NUM_WARPS, stages=1))
-        sig = {"LOGITS": f"*{dt}", "stride_l": "i64", "LABELS": "*i64", "RUN_M": "*fp32", "RUN_L": "*fp32",
-               "TGT": "*fp32", "BEST": "*fp32", "BEST_IDX": "*i64", "M": "i64", "C": "i64", "v_offset": "i64"}
-        jobs.append(dict(kernel="mlm_ce_fwd", fn=L._ce_fwd_chunk, sig=sig, variant=dt,
+                jobs += _attention_jobs(dt, hd, window)
+            types = {"O": f"*{dt}", "DO": f"*{dt}", "DELTA": "*fp32"}
+            types |= {n: "i32" for n in ("stride_ot", "stride_oh", "stride_dot", "stride_doh", "total_q", "D")}
+            sig, attrs = _signature(AB._bwd_preprocess, types)
+            jobs.append(dict(kernel="attn_bwd_pre", fn=AB._bwd_preprocess, sig=sig, attrs=attrs, variant=f"{dt} d{hd}",
+                             const={"HEAD_DIM": hd, "BLOCK_T": AT.PRE_BLOCK_T}, warps=AT.PRE_NUM_WARPS, stages=1))
+        types = {"LOGITS": f"*{dt}", "stride_l": "i32", "LABELS": "*i64", "RUN_M": "*fp32", "RUN_L": "*fp32",
+                 "TGT": "*fp32", "BEST": "*fp32", "BEST_IDX": "*i64", "M": "i32", "C": "i32", "v_offset": "i32",
+                 "LSE": "*fp32", "GRAD": "*fp32"}
+        sig, attrs = _signature(L._ce_fwd_chunk, types)
+        jobs.append(dict(kernel="mlm_ce_fwd", fn=L._ce_fwd_chunk, sig=sig, attrs=attrs, variant=dt,
                          const={"BLOCK_M": L.BLOCK_ROWS, "BLOCK_C": L.BLOCK_COLS}, warps=4, stages=2))
-        sig = {"LOGITS": f"*{dt}", "stride_l": "i64", "LABELS": "*i64", "LSE": "*fp32", "GRAD": "*fp32", "M": "i64",
-               "C": "i64", "v_offset": "i64"}
-        jobs.append(dict(kernel="mlm_ce_bwd", fn=L._ce_bwd_chunk, sig=sig, variant=dt,
+        sig, attrs = _signature(L._ce_bwd_chunk, types)
+        jobs.append(dict(kernel="mlm_ce_bwd", fn=L._ce_bwd_chunk, sig=sig, attrs=attrs, variant=dt,
                          const={"BLOCK_M": L.BLOCK_ROWS, "BLOCK_C": L.BWD_BLOCK_COLS}, warps=4, stages=2))
         for atomic in (False, True):
-            sig = {"SRC": f"*{dt}", "DST": "*fp32" if atomic else f"*{dt}", "SRC_IDX": "*i64", "DST_IDX": "*i64",
-                   "n": "i64", "F": "i64"}
-            jobs.append(dict(kernel="rows_copy" + ("_atomic" if atomic else ""), fn=R._copy_rows, sig=sig, variant=dt,
-                             const={"HAS_SRC_IDX": True, "HAS_DST_IDX": True, "ATOMIC": atomic,
-                                    "BLOCK_R": R.BLOCK_R, "BLOCK_F": R.MAX_BLOCK_F}, warps=4, stages=1))
+            types = {"SRC": f"*{dt}", "DST": "*fp32" if atomic else f"*{dt}", "SRC_IDX": "*i64", "DST_IDX": "*i64",
+                     "n": "i32", "F": "i32"}
+            sig, attrs = _signature(R._copy_rows, types)
+            jobs.append(dict(kernel="rows_copy" + ("_atomic" if atomic else ""), fn=R._copy_rows, sig=sig,
+                             attrs=attrs, variant=dt, const={"HAS_SRC_IDX": True, "HAS_DST_IDX": True,
+                                                             "ATOMIC": atomic, "BLOCK_R": R.BLOCK_R,
+                                                             "BLOCK_F": R.MAX_BLOCK_F}, warps=4, stages=1))
     return jobs
 
 
-def _source_hash(fn) -> str:
-    # the whole module: a kernel's cache entry must also change when a @triton.jit helper it calls does
-    fn = fn.fn if hasattr(fn, "fn") else fn
-    return hashlib.sha256(inspect.getsource(inspect.getmodule(fn)).encode()).hexdigest()[:16]
+def needs_wgmma(r: "Result") -> bool:
+    """Production attention GEMM tiles on Hopper must run on wgmma (fp32 is a debugging path)."""
+    return r.target == "sm_90" and r.kernel in ("attn_fwd", "attn_bwd_dkdv", "attn_bwd_dq") and \
+        not r.variant.startswith("fp32")
+
+
+def _source_hash() -> str:
+    # every Triton module: a kernel's cache entry must also change when a @triton.jit helper it calls
+    # (in its own module or another one) does
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("triton_*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _compile_one(job: dict, target: str, tools) -> Result:
@@ -139,7 +172,7 @@ def _compile_one(job: dict, target: str, tools) -> Result:
     cfg = "x".join(str(v) for k, v in job["const"].items() if k.startswith("BLOCK_")) + \
         f" w{job['warps']} s{job['stages']}"
     res = Result(job["kernel"], target, job["variant"], cfg, ok=False)
-    key = hashlib.sha256(json.dumps([_source_hash(job["fn"]), triton.__version__, target, job["sig"],
+    key = hashlib.sha256(json.dumps([_source_hash(), triton.__version__, target, job["sig"], str(job["attrs"]),
                                      {k: str(v) for k, v in job["const"].items()}, job["warps"], job["stages"]],
                                     sort_keys=True).encode()).hexdigest()
     cached = CACHE / f"{key}.json"
@@ -147,7 +180,7 @@ def _compile_one(job: dict, target: str, tools) -> Result:
         return Result(**json.loads(cached.read_text()))
     sig = dict(job["sig"]) | {k: "constexpr" for k in job["const"]}
     try:
-        src = ASTSource(job["fn"], sig, job["const"])
+        src = ASTSource(job["fn"], sig, job["const"], attrs=job["attrs"])
         k = triton.compile(src, target=GPUTarget("cuda", TARGETS[target], 32),
                            options={"num_warps": job["warps"], "num_stages": job["stages"]})
         with tempfile.TemporaryDirectory() as d:
@@ -191,7 +224,7 @@ def run_checks(targets=("sm_90",), subset: bool = False, jobs: Optional[int] = N
 
 
 def failures(results: list[Result]) -> list[Result]:
-    return [r for r in results if not r.ok or (r.spill_bytes > 0 and not r.allowed)]
+    return [r for r in results if not r.ok or (r.spill_bytes > 0 and not r.allowed) or (needs_wgmma(r) and not r.wgmma)]
 
 
 def table(results: list[Result]) -> str:
@@ -199,7 +232,8 @@ def table(results: list[Result]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         status = "FAIL: " + r.error if not r.ok else ("spills (allowed: " + r.allowed + ")" if r.spill_bytes and r.allowed
-                                                       else "FAIL: spills" if r.spill_bytes else "ok")
+                                                       else "FAIL: spills" if r.spill_bytes
+                                                       else "FAIL: no wgmma" if needs_wgmma(r) and not r.wgmma else "ok")
         lines.append(f"| {r.target} | {r.kernel} | {r.variant} | {r.config} | {r.registers} | {r.shared_bytes} | "
                      f"{r.spill_bytes} | {'yes' if r.wgmma else 'no'} | {status} |")
     return "\n".join(lines)

@@ -47,7 +47,9 @@ def _ce_fwd_chunk(LOGITS, stride_l, LABELS, RUN_M, RUN_L, TGT, BEST, BEST_IDX, M
         m_new = tl.maximum(m_run, tile_max)
         l_run = l_run * tl.exp(m_run - m_new) + tl.sum(tl.exp(s - m_new[:, None]), 1)
         m_run = m_new
-        tgt += tl.sum(tl.where(cols[None, :] == labels[:, None], s, 0.0), 1)
+        # the column mask too: a label of the next chunk can equal a tail column past C (s = -inf there)
+        hit = (cols[None, :] == labels[:, None]) & cmask[None, :]
+        tgt += tl.sum(tl.where(hit, s, 0.0), 1)
         # first index of the tile maximum; strictly greater keeps the earliest chunk on ties
         tile_arg = tl.min(tl.where(s == tile_max[:, None], cols[None, :], 2147483647), 1)
         better = tile_max > best
@@ -184,15 +186,20 @@ def _masked_token_loss(use_triton: bool, hidden, positions, labels, dense_weight
     else:
         from masklab.kernels.rows import gather_rows_torch as gather
     x = head_transform(gather(hidden, positions), dense_weight, dense_bias, ln_weight, ln_bias, ln_eps)
-    if x.dtype != decoder_weight.dtype:  # autocast: the GEMMs run in the activation dtype
-        decoder_weight = decoder_weight.to(x.dtype)
-        decoder_bias = decoder_bias.to(x.dtype) if decoder_bias is not None else None
+    # Under autocast, layer_norm hands back fp32 while addmm would run in the autocast dtype in forward
+    # only (backward runs without autocast): cast x, W, b to one GEMM dtype here, so forward and the
+    # backward recomputation build the same logits; the CE statistics stay fp32.
+    gemm_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    x = x.to(gemm_dtype)
+    decoder_weight = decoder_weight.to(gemm_dtype)
+    decoder_bias = decoder_bias.to(gemm_dtype) if decoder_bias is not None else None
     if x.shape[0] == 0:
         # zero loss that still reaches every parameter (zero grads, not None: DDP expects all of them)
         zero = x.sum() + decoder_weight.sum() * 0
         zero = (zero + decoder_bias.sum() * 0 if decoder_bias is not None else zero).float()
         return zero, torch.zeros((), dtype=torch.int64, device=x.device)
-    return _ChunkedLinearCE.apply(x, decoder_weight, decoder_bias, labels, int(vocab_chunk), use_triton)
+    with torch.autocast(x.device.type, enabled=False):  # the inputs already carry the GEMM dtype
+        return _ChunkedLinearCE.apply(x, decoder_weight, decoder_bias, labels, int(vocab_chunk), use_triton)
 
 
 def masked_token_loss_triton(hidden, positions, labels, dense_weight, dense_bias: Optional[torch.Tensor],

@@ -109,6 +109,8 @@ class TrainConfig:
     launcher: str = "auto"  # auto | single | ddp | deepspeed
     zero_stage: int = 1
     dist_timeout_s: int = 300
+    compile: Optional[bool] = None  # torch.compile the encoder layers; None: on for CUDA, off for CPU
+    allow_tf32: bool = True  # CUDA: fp32 matmuls on TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32)
     # load DeepSpeed state (pickle: code can run) from a checkpoint not signed by this out_dir's run key
     trust_checkpoint: bool = False
 

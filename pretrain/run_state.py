@@ -16,6 +16,7 @@ from masklab.pretrain.data import Collator, StepDataset, eval_batches
 from masklab.pretrain.engine import DeepSpeedEngine, Engine
 from masklab.pretrain.metrics import matmul_peak_flops
 from masklab.pretrain.model import build_model
+from masklab.pretrain.model.compile import prepare_for_device
 from masklab.pretrain.resume import resume_compat
 
 
@@ -93,7 +94,8 @@ def build_engine(run: RunState) -> None:
     """The model (seeded) and the engine that steps it."""
     tc = run.cfg.train
     torch.manual_seed(tc.seed)
-    run.model = build_model(run.cfg.model, run.shards.tokenizer, run.cfg.masking).to(run.device)
+    run.model = prepare_for_device(build_model(run.cfg.model, run.shards.tokenizer, run.cfg.masking).to(run.device),
+                                   run.cfg.train, run.device)
     if run.use_ds:
         run.engine = DeepSpeedEngine(run.model, tc, run.device, run.world, run.micro_batch, run.dataset.accum,
                                      run.cfg.data.batch_size)

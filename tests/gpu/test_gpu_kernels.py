@@ -69,6 +69,35 @@ def test_fused_loss_gpu(dtype):
         torch.testing.assert_close(a.float(), b.float(), atol=tol, rtol=5 * tol)
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_fused_loss_backward_under_autocast_gpu(backend):
+    """fp32 master weights, forward under CUDA autocast (layer_norm hands fp32 to the decoder), backward
+    outside it as in training: loss and grads match fp32 on the same bf16-rounded inputs."""
+    g = torch.Generator(device="cuda").manual_seed(1)
+    T, D, V, M = 2000, 256, 30522, 300
+
+    def t(*shape, scale=0.05):
+        return (torch.randn(*shape, device="cuda", generator=g) * scale).bfloat16().float().requires_grad_()
+
+    h = t(T, D, scale=1.0)
+    pos = torch.randperm(T, device="cuda", generator=g)[:M]
+    lab = torch.randint(0, V, (M,), device="cuda", generator=g)
+    params = [t(D, D), t(D), torch.ones(D, device="cuda", requires_grad=True), t(D), t(V, D), t(V)]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss, _ = kernels.masked_token_loss(h, pos, lab, *params, backend=backend)
+    grads = torch.autograd.grad(loss, [h, *params])
+    torch.backends.cuda.matmul.allow_tf32, tf32 = False, torch.backends.cuda.matmul.allow_tf32
+    try:
+        ref, _ = kernels.masked_token_loss(h, pos, lab, *params, backend="torch")
+        rgrads = torch.autograd.grad(ref, [h, *params])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.testing.assert_close(loss, ref, atol=0.5, rtol=1e-2)
+    for a, b in zip(grads, rgrads):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=5e-2)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rows_gpu(dtype):
     x = torch.randn(5000, 768, device="cuda", dtype=dtype, requires_grad=True)

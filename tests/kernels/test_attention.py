@@ -229,7 +229,7 @@ def test_bad_window(backend):
 
 def test_triton_on_cpu_without_interpreter_is_a_clear_error():
     # TRITON_INTERPRET is read at import, so this needs a fresh interpreter
-    code = ("import torch, kernels\n"
+    code = ("import torch\nfrom masklab import kernels\n"
             "q = torch.randn(4, 1, 32); cu = torch.tensor([0, 4], dtype=torch.int32)\n"
             "try:\n    kernels.varlen_attention(q, q, q, cu, cu, 4, 4, backend='triton')\n"
             "except RuntimeError as e:\n    print('ERR', e)\n")
@@ -239,7 +239,7 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error():
 
 
 def test_launch_checks():
-    from masklab.kernels.triton_attention import check_launch, seq_bucket
+    from masklab.kernels.triton_attention_tiles import check_launch, seq_bucket
 
     with pytest.raises(ValueError, match="power of two >= 16"):
         check_launch(64, 8, 64, 1)
@@ -253,9 +253,21 @@ def test_launch_checks():
 
 
 def test_every_shipped_config_passes_launch_checks():
-    from masklab.kernels import triton_attention as A
+    from masklab.kernels import triton_attention_tiles as T
 
-    for table in (A.FWD_CONFIGS, A.BWD_CONFIGS):
+    for table in T.TABLES.values():
         for hc, cfgs in table.items():
             for m, n, _, _ in cfgs:
-                A.check_launch(hc, m, n, 1)
+                T.check_launch(hc, m, n, 1)
+
+
+@pytest.mark.parametrize("row", [0, 1])
+@pytest.mark.parametrize("D", [64, 128])
+def test_every_production_tile_shape_in_the_interpreter(D, row):
+    """Each shipped (BLOCK_M, BLOCK_N) of the forward, dk/dv and dq kernels runs once (CI otherwise runs
+    INTERPRET_CONFIG only); lengths straddle the tiles: 1, a block and a bit, unequal q/k, no keys."""
+    from masklab.kernels import triton_attention_tiles as T
+
+    hc = T.head_class(D)
+    with T.pin_configs(**{name: table[hc][row] for name, table in T.TABLES.items()}):
+        compare([1, 130, 20], [1, 70, 0], H=1, D=D, window=None if row == 0 else 48)

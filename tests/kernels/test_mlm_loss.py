@@ -156,3 +156,55 @@ def test_loss_bad_input(backend):
 def test_bad_vocab_chunk():
     with pytest.raises(ValueError, match="vocab_chunk must be >= 1"):
         triton_loss(*setup(), vocab_chunk=0)
+
+
+def _bf16_rounded(args):
+    """fp32 leaves holding bf16-representable values (what autocast casts losslessly)."""
+    return [a.detach().bfloat16().float().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point()
+            else a for a in args]
+
+
+def _head_fp32_layer_norm(x, dense_weight, dense_bias, ln_weight, ln_bias, ln_eps):
+    """The head transform as CUDA autocast runs it: layer_norm in fp32 (CPU autocast keeps it bf16)."""
+    y = torch.nn.functional.gelu(torch.nn.functional.linear(x, dense_weight, dense_bias))
+    with torch.autocast("cpu", enabled=False):
+        return torch.nn.functional.layer_norm(y.float(), (y.shape[-1],), ln_weight, ln_bias, ln_eps)
+
+
+@pytest.mark.parametrize("cuda_like_ln", [False, True])
+@pytest.mark.parametrize("fn", [masked_token_loss_triton, masked_token_loss_chunked_torch])
+def test_fused_loss_under_cpu_autocast_bf16(fn, cuda_like_ln, monkeypatch):
+    """Forward and backward build the same bf16 logits: the backward softmax rows sum to 1, and loss and
+    grads (hidden, decoder W/b, head dense/LN) match an fp32 reference on the same rounded inputs.
+    cuda_like_ln: the head's LayerNorm hands fp32 to the decoder, as under CUDA autocast."""
+    from masklab.kernels import triton_mlm_loss as L
+
+    if cuda_like_ln:
+        monkeypatch.setattr(L, "head_transform", _head_fp32_layer_norm)
+    args = _bf16_rounded(setup(T=40, D=32, V=300, M=16))
+    ref = run(masked_token_loss_torch, args)
+    row_sums = []
+    for name in ("_grad_triton", "_grad_torch"):
+        real = getattr(L, name)
+
+        def spy(logits, labels, lse, v0, scale, real=real):
+            row_sums.append(torch.exp(logits.float() - lse[:, None]).sum(1))
+            return real(logits, labels, lse, v0, scale)
+        monkeypatch.setattr(L, name, spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # forward only: backward runs outside, as in training
+        loss, nc = fn(*args, vocab_chunk=128)
+    out = (loss, nc, torch.autograd.grad(loss, [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]))
+    assert len(row_sums) == 3  # 300 columns = 128 + 128 + 44
+    torch.testing.assert_close(torch.stack(row_sums).sum(0), torch.ones(16), atol=1e-3, rtol=0)
+    assert_matches(out, ref, loss_tol=(0.2, 1e-2), grad_tol=(3e-2, 3e-2))
+    assert all(g.dtype == torch.float32 for g in out[2])  # master-weight grads stay fp32
+
+
+def test_fold_target_ignores_masked_tail_columns():
+    """vocab_chunk=100 runs 128-wide tiles: labels in [100, 128) belong to the next chunk and must not
+    match the masked tail columns of the first one."""
+    args = setup(T=40, V=300, M=28)
+    args[2] = torch.arange(100, 128)
+    args[2][5] = -100
+    ref = run(masked_token_loss_torch, args)
+    assert_matches(run(masked_token_loss_triton, args, vocab_chunk=100), ref)
