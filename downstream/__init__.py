@@ -3,7 +3,10 @@
 Public surface (what other packages and scripts may use):
 - data:        load_labelled, load_bastion, LabelledData
 - encoders:    load_encoder, detect_kind, Encoder
-- classifiers: make_classifier, cross_validate, stratified_folds, save_bundle, load_bundle, NAMES
+- classifiers: make_classifier, cross_validate, stratified_folds, Settings, NAMES
+- bundle:      save_bundle, load_bundle (fixed schema, no code from files)
+- crosssource: evaluate, load_split (train once, choose on validation, score test sets)
+- predict:     predict, load_model (bundles and fine-tuned models)
 - metrics:     binary_metrics, bootstrap_ci
 - pipeline:    embed, load_embeddings, classify, detect_smoke
 - finetune:    finetune, finetune_cv, FinetuneConfig, load_finetuned
@@ -18,7 +21,8 @@ _EXPORTS = {
     "load_labelled": "data", "load_bastion": "data", "LabelledData": "data",
     "load_encoder": "encoders", "detect_kind": "encoders", "Encoder": "encoders",
     "make_classifier": "classifiers", "cross_validate": "classifiers", "stratified_folds": "classifiers",
-    "save_bundle": "classifiers", "load_bundle": "classifiers", "NAMES": "classifiers",
+    "Settings": "classifiers", "NAMES": "classifiers", "save_bundle": "bundle", "load_bundle": "bundle",
+    "evaluate": "crosssource", "load_split": "crosssource", "predict": "predict", "load_model": "predict",
     "binary_metrics": "metrics", "bootstrap_ci": "metrics",
     "embed": "pipeline", "load_embeddings": "pipeline", "classify": "pipeline", "detect_smoke": "pipeline",
     "finetune": "finetune", "finetune_cv": "finetune", "FinetuneConfig": "finetune", "load_finetuned": "finetune",

@@ -1,4 +1,5 @@
-"""Classifiers on embeddings, stratified k-fold CV over seeds, and saved prediction bundles.
+"""Classifiers on embeddings (settings, fitting, scores) and stratified k-fold CV over seeds.
+Saved bundles: downstream.bundle; train/val/test evaluation: downstream.crosssource.
 
 Features X: float [N, D] embeddings (or an object array of N strings for text pipelines such
 as TF-IDF). Labels y: int [N] in {0, 1}. Every score is a log-odds of "malicious" (see
@@ -8,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from masklab.downstream import metrics as M
-from masklab.downstream._io import atomic_dir, read_json, write_json
 from masklab.downstream.data import check_binary
 from masklab.errors import DataError, MaskLabError
 
@@ -35,35 +35,64 @@ GRIDS = {
 }
 
 
-def make_classifier(name: str, seed: int = 0) -> Pipeline:
-    """A fresh, unfitted pipeline. The final step is always named `clf` (grid keys use it).
-    Scaling goes in front of the margin/distance-based models; trees don't need it."""
+@dataclass(frozen=True)
+class Settings:
+    """Classifier knobs shared by every name. Defaults suit sentence embeddings: rows
+    L2-normalised (cosine geometry, what the encoders are trained for), no per-feature
+    standardisation (it re-weights dimensions the encoder made comparable)."""
+    C: Optional[float] = None  # inverse regularisation of lr / svm_* / tfidf; None: the defaults below
+    class_weight: Optional[str] = None  # None | "balanced" (sample weights n / (2 n_class), every classifier)
+    scale: str = "none"  # none | standard: StandardScaler before lr / svm_* / gnb (trees never need it)
+    normalize: str = "l2"  # l2 | none: unit-length rows before any embedding classifier
+
+    def __post_init__(self):
+        if self.C is not None and not (self.C > 0 and np.isfinite(self.C)):
+            raise MaskLabError(f"--C must be a positive number, got {self.C}")
+        if self.class_weight not in (None, "balanced"):
+            raise MaskLabError(f"--class-weight must be none or balanced, got {self.class_weight!r}")
+        if self.scale not in ("none", "standard"):
+            raise MaskLabError(f"--scale must be none or standard, got {self.scale!r}")
+        if self.normalize not in ("l2", "none"):
+            raise MaskLabError(f"--normalize must be l2 or none, got {self.normalize!r}")
+
+
+DEFAULT_C = {"lr": 1.0, "svm_linear": 1.0, "svm_rbf": 1.0, "tfidf": 10.0}
+
+
+def make_classifier(name: str, seed: int = 0, settings: Settings = Settings()) -> Pipeline:
+    """A fresh, unfitted pipeline. The final step is always named `clf` (grid keys use it)."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import GaussianNB
+    from sklearn.preprocessing import Normalizer
     from sklearn.svm import SVC, LinearSVC
 
-    if name == "lr":
-        return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=1.0, max_iter=5000))])
-    if name == "svm_linear":
-        return Pipeline([("scale", StandardScaler()), ("clf", LinearSVC(C=0.1, max_iter=20000, random_state=seed))])
-    if name == "svm_rbf":
-        return Pipeline([("scale", StandardScaler()), ("clf", SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed))])
-    if name == "rf":
-        return Pipeline([("clf", RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1))])
-    if name == "gnb":
-        return Pipeline([("scale", StandardScaler()), ("clf", GaussianNB())])
-    if name == "xgb":
-        from xgboost import XGBClassifier
-
-        return Pipeline([("clf", XGBClassifier(n_estimators=200, max_depth=3, learning_rate=0.1, subsample=0.8,
-                                               colsample_bytree=0.8, tree_method="hist", random_state=seed,
-                                               n_jobs=1, eval_metric="logloss"))])
+    C = settings.C if settings.C is not None else DEFAULT_C.get(name)
     if name == "tfidf":
         from masklab.downstream.tfidf import make_tfidf_lr
 
-        return make_tfidf_lr(seed)
-    raise MaskLabError(f"classifier '{name}' is not one of {', '.join(NAMES + ('tfidf',))}")
+        return make_tfidf_lr(seed, C=C)
+    pre = [("norm", Normalizer())] if settings.normalize == "l2" else []
+    if settings.scale == "standard" and name in ("lr", "svm_linear", "svm_rbf", "gnb"):
+        pre.append(("scale", StandardScaler()))
+    if name == "lr":
+        clf = LogisticRegression(C=C, max_iter=5000)
+    elif name == "svm_linear":
+        clf = LinearSVC(C=C, max_iter=20000, random_state=seed)
+    elif name == "svm_rbf":
+        clf = SVC(kernel="rbf", C=C, gamma="scale", random_state=seed)
+    elif name == "rf":
+        clf = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)
+    elif name == "gnb":
+        clf = GaussianNB()
+    elif name == "xgb":
+        from xgboost import XGBClassifier
+
+        clf = XGBClassifier(n_estimators=200, max_depth=3, learning_rate=0.1, subsample=0.8, colsample_bytree=0.8,
+                            tree_method="hist", random_state=seed, n_jobs=1, eval_metric="logloss")
+    else:
+        raise MaskLabError(f"classifier '{name}' is not one of {', '.join(NAMES + ('tfidf',))}")
+    return Pipeline([*pre, ("clf", clf)])
 
 
 def parse_names(spec: str) -> list[str]:
@@ -98,28 +127,43 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndar
     """Deterministic stratified k-fold split for a seed: [(train_idx, test_idx)] * folds."""
     y = np.asarray(y)
     smallest = int(np.bincount(y).min()) if len(y) else 0
-    if folds < 2 or smallest < folds:
+    if folds < 2:
+        raise DataError(f"--folds {folds}: cross-validation needs at least 2 folds (to train once and score "
+                        "separate data, use classify --train/--val/--test)")
+    if smallest < folds:
         raise DataError(f"{folds}-fold stratified CV needs >= {folds} examples of each class "
                         f"(smallest class has {smallest}); use fewer folds")
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(skf.split(np.zeros(len(y)), y))
 
 
-def fit(name: str, X, y: np.ndarray, seed: int = 0, grid: bool = False) -> Pipeline:
-    """Fit one classifier (with an inner-CV grid search when `grid`)."""
-    clf = make_classifier(name, seed)
+def _fit_params(y: np.ndarray, settings: Settings) -> dict:
+    if settings.class_weight != "balanced":
+        return {}
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return {"clf__sample_weight": compute_sample_weight("balanced", y)}
+
+
+def fit(name: str, X, y: np.ndarray, seed: int = 0, grid: bool = False, settings: Settings = Settings(),
+        groups: Optional[np.ndarray] = None) -> Pipeline:
+    """Fit one classifier; with `grid`, an inner 3-fold search on (X, y) only, grouped by
+    `groups` when given (rows of one group never sit on both sides of an inner split)."""
+    clf = make_classifier(name, seed, settings)
     if grid and name in GRIDS:
-        inner = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
+        inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=seed) if groups is not None else \
+            StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
         search = GridSearchCV(clf, GRIDS[name], cv=inner, scoring="roc_auc", n_jobs=1, refit=True)
-        return search.fit(X, y).best_estimator_
-    return clf.fit(X, y)
+        return search.fit(X, y, groups=groups, **_fit_params(y, settings)).best_estimator_
+    return clf.fit(X, y, **_fit_params(y, settings))
 
 
-def inner_oof_scores(clf: Pipeline, X, y: np.ndarray, seed: int, folds: int = 3) -> np.ndarray:
+def inner_oof_scores(clf: Pipeline, X, y: np.ndarray, seed: int, folds: int = 3,
+                     settings: Settings = Settings()) -> np.ndarray:
     """Out-of-fold scores on a training set: the validation data thresholds are chosen on."""
     out = np.zeros(len(y))
     for tr, va in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + 1).split(np.zeros(len(y)), y):
-        out[va] = scores(clone(clf).fit(_take(X, tr), y[tr]), _take(X, va))
+        out[va] = scores(clone(clf).fit(_take(X, tr), y[tr], **_fit_params(y[tr], settings)), _take(X, va))
     return out
 
 
@@ -128,12 +172,13 @@ def _take(X, idx):
 
 
 def cross_validate(X, y, names: Sequence[str], folds: int = 5, seeds: Sequence[int] = (0,), grid: bool = False,
-                   target_tpr: float = 0.95, n_boot: int = 1000, fit_fn: Optional[Callable] = None) -> dict:
+                   target_tpr: float = 0.95, n_boot: int = 1000, fit_fn: Optional[Callable] = None,
+                   settings: Settings = Settings(), target_fpr: float = 0.0) -> dict:
     """Stratified k-fold CV per classifier and seed.
 
     Per fold: threshold metrics at 0 log-odds, ROC-AUC, PR-AUC, TPR at 1% FPR, and the
-    benign FPR / malicious TPR at a threshold picked for `target_tpr` on inner out-of-fold
-    scores of the training part only (never on the test fold). Returns
+    benign FPR / malicious TPR at thresholds picked for `target_tpr` (and `target_fpr` when
+    > 0) on inner out-of-fold scores of the training part only (never on the test fold). Returns
     {name: {summary: {metric: {mean, sd, n, values}}, ci: {metric: [lo, hi]} (bootstrap on
     the pooled out-of-fold scores of the first seed), oof: {seed, score [N]}, confusion}}.
     `fit_fn(name, X, y, seed) -> fitted` replaces the default fit (used by fine-tuning).
@@ -146,14 +191,13 @@ def cross_validate(X, y, names: Sequence[str], folds: int = 5, seeds: Sequence[i
         for seed in seeds:
             oof = np.full(len(y), np.nan)
             for tr, te in stratified_folds(y, folds, seed):
-                clf = (fit_fn or (lambda n, a, b, s: fit(n, a, b, s, grid)))(name, _take(X, tr), y[tr], seed)
+                clf = (fit_fn or (lambda n, a, b, s: fit(n, a, b, s, grid, settings)))(name, _take(X, tr), y[tr], seed)
                 s = scores(clf, _take(X, te))
                 oof[te] = s
                 m = M.binary_metrics(y[te], s)
-                if target_tpr and fit_fn is None:
-                    thr = M.threshold_for_tpr(y[tr], inner_oof_scores(clf, _take(X, tr), y[tr], seed), target_tpr)
-                    r = M.rates_at_threshold(y[te], s, thr)
-                    m["fpr_at_val_threshold"], m["tpr_at_val_threshold"] = r["fpr"], r["tpr"]
+                if (target_tpr or target_fpr) and fit_fn is None:
+                    inner = inner_oof_scores(clf, _take(X, tr), y[tr], seed, settings=settings)
+                    m.update(M.rates_at_val_thresholds(y[te], s, y[tr], inner, target_tpr, target_fpr))
                 for k, v in m.items():
                     per_fold.setdefault(k, []).append(v)
             if oof_first is None:
@@ -165,64 +209,10 @@ def cross_validate(X, y, names: Sequence[str], folds: int = 5, seeds: Sequence[i
             "oof": {"seed": int(seeds[0]), "score": oof_first.tolist()},
             "confusion": M.confusion(y, pred),
             "seconds": round(time.time() - t0, 2),
-            "folds": folds, "seeds": [int(s) for s in seeds], "target_tpr": target_tpr, "grid": grid,
+            "folds": folds, "seeds": [int(s) for s in seeds], "target_tpr": target_tpr, "target_fpr": target_fpr,
+            "grid": grid,
         }
         s = results[name]["summary"]
         log.info("%s: acc %.3f ± %.3f  f1 %.3f ± %.3f  roc_auc %.3f ± %.3f", name, s["accuracy"]["mean"],
                  s["accuracy"]["sd"], s["f1"]["mean"], s["f1"]["sd"], s["roc_auc"]["mean"], s["roc_auc"]["sd"])
     return results
-
-
-# -- saved bundles: a fitted classifier + how to embed raw text for it ---------------------
-_TRUSTED_PREFIXES = ("sklearn.", "xgboost.", "numpy.", "scipy.", "builtins.", "collections.")
-
-
-def save_bundle(out: str | Path, clf, name: str, encoder_spec: dict, threshold: float = 0.0,
-                label_names: Optional[dict] = None, extra: Optional[dict] = None) -> Path:
-    """Directory with classifier.skops (no pickle) + bundle.json. encoder_spec {"kind": "text"}
-    means the classifier takes raw strings (TF-IDF)."""
-    import skops.io as sio
-
-    with atomic_dir(out) as tmp:
-        sio.dump(clf, tmp / "classifier.skops")
-        write_json(tmp / "bundle.json", {"classifier": name, "encoder": encoder_spec, "threshold": threshold,
-                                         "label_names": {str(k): v for k, v in (label_names or {}).items()},
-                                         **(extra or {})})
-    return Path(out)
-
-
-class Bundle:
-    """A loaded bundle: `predict(texts)` -> {score: log-odds [N], label: int [N]}."""
-
-    def __init__(self, clf, info: dict, path: Path):
-        self.clf, self.info, self.path = clf, info, path
-        self._encoder = None
-
-    @property
-    def encoder(self):
-        if self._encoder is None and self.info["encoder"]["kind"] != "text":
-            from masklab.downstream.encoders import encoder_from_spec
-
-            self._encoder = encoder_from_spec(self.info["encoder"])
-        return self._encoder
-
-    def features(self, texts: Sequence[str]):
-        return np.asarray(list(texts), dtype=object) if self.encoder is None else self.encoder.encode(texts)
-
-    def predict(self, texts: Sequence[str]) -> dict:
-        s = scores(self.clf, self.features(texts))
-        return {"score": s, "label": (s >= self.info.get("threshold", 0.0)).astype(np.int64)}
-
-
-def load_bundle(path: str | Path) -> Bundle:
-    """Load a bundle; only sklearn/xgboost/numpy/scipy types are accepted from the file."""
-    import skops.io as sio
-
-    p = Path(path)
-    if not (p / "bundle.json").is_file() or not (p / "classifier.skops").is_file():
-        raise MaskLabError(f"{p} is not a classifier bundle (needs bundle.json + classifier.skops)")
-    untrusted = sio.get_untrusted_types(file=p / "classifier.skops")
-    bad = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
-    if bad:
-        raise MaskLabError(f"{p}/classifier.skops holds types outside sklearn/xgboost: {bad[:5]}")
-    return Bundle(sio.load(p / "classifier.skops", trusted=untrusted), read_json(p / "bundle.json"), p)

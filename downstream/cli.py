@@ -1,9 +1,8 @@
-"""`masklab embed | classify | finetune | report`: argument parsing only; the work is in
+"""`masklab embed | classify | predict | finetune | report`: argument parsing only; the work is in
 downstream.pipeline / finetune / report."""
 from __future__ import annotations
 
 import argparse
-import json
 
 from masklab.errors import MaskLabError
 
@@ -39,46 +38,62 @@ def _embed(args) -> int:
 
     data = _load_data(args)
     embed(args.model, data, args.out, pooling=args.pooling, progress=not args.no_progress, kind=args.kind,
-          max_length=args.max_length, long_mode=args.long, chunk_reduce=args.chunk_reduce,
+          max_length=args.max_length, normalize=None if args.normalize is None else args.normalize == "l2", long_mode=args.long, chunk_reduce=args.chunk_reduce,
           batch_size=args.batch_size, device=args.device, random_init=args.random_init, seed=args.seed)
     print(f"wrote {len(data)} embeddings to {args.out}")
     return 0
 
 
-def _classify(args) -> int:
-    if args.predict:
-        return _predict(args)
-    if not args.embeddings or not args.out:
-        raise MaskLabError("classify needs --embeddings DIR and --out DIR (or --predict --model-bundle DIR)")
-    from masklab.downstream.classifiers import parse_names
-    from masklab.downstream.pipeline import classify, print_table
+def _settings(args):
+    from masklab.downstream.classifiers import Settings
 
-    names = parse_names(args.classifiers)
-    save = None if args.save == "none" else args.save
-    results = classify(args.embeddings, args.out, names, args.folds, _ints(args.seeds), args.grid, args.target_tpr,
-                       args.bootstrap, save, args.test_embeddings)
-    print_table(results)
-    print(f"results: {args.out}/results.json" + (f"; fitted bundle: {args.out}/bundle" if save else ""))
+    return Settings(C=args.C, class_weight=None if args.class_weight == "none" else args.class_weight,
+                    scale=args.scale, normalize=args.normalize)
+
+
+def _classify(args) -> int:
+    from masklab.downstream.classifiers import parse_names
+    from masklab.downstream.pipeline import print_table
+
+    if not args.out or bool(args.embeddings) == bool(args.train):
+        raise MaskLabError("classify needs --out DIR and either --embeddings DIR (cross-validation) or "
+                           "--train X --test Y [Z ...] (train once, score each test set)")
+    names, save = parse_names(args.classifiers), None if args.save == "none" else args.save
+    if args.embeddings:
+        from masklab.downstream.pipeline import classify
+
+        results = classify(args.embeddings, args.out, names, args.folds, _ints(args.seeds), args.grid,
+                           args.target_tpr, args.bootstrap, save, _settings(args), args.target_fpr)
+        print_table(results)
+        print(f"results: {args.out}/results.json" + (f"; fitted bundle: {args.out}/bundle" if save else ""))
+        return 0
+    from masklab.downstream.crosssource import evaluate, load_split
+
+    if not args.test:
+        raise MaskLabError("classify --train needs --test FILE_OR_DIR [...]")
+    kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
+    res = evaluate(load_split(args.train, kw), [load_split(t, kw) for t in args.test], args.out, names,
+                   load_split(args.val, kw) if args.val else None, _settings(args), args.grid, args.target_tpr,
+                   args.target_fpr, args.calibration, args.bootstrap, _ints(args.seeds)[0], save, args.group_column,
+                   args.val_fraction)
+    cols = ("roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_fpr", "tpr_at_target_fpr", "fpr_at_val_threshold")
+    print("validation:")
+    print_table({n: {"summary": v} for n, v in res["validation"].items()}, cols)
+    for d, r in res["tests"].items():
+        print(f"test {d}:")
+        print_table(r, cols)
+    print(f"runs: {', '.join(f'{args.out}/{d}' for d in res['tests'])}"
+          + (f"; bundle ({res['chosen']}, chosen on validation): {args.out}/bundle" if res["chosen"] else ""))
     return 0
 
 
 def _predict(args) -> int:
-    if not args.model_bundle:
-        raise MaskLabError("--predict needs --model-bundle DIR")
-    texts = list(args.text or [])
-    if args.input:
-        with open(args.input, encoding="utf-8") as f:
-            texts += [line.rstrip("\n") for line in f if line.strip()]
-    if not texts:
-        raise MaskLabError("--predict needs --text TEXT (repeatable) or --input FILE (one prompt per line)")
-    from masklab.downstream.classifiers import load_bundle
+    from masklab.downstream.predict import predict, read_texts
 
-    b = load_bundle(args.model_bundle)
-    out = b.predict(texts)
-    names = b.info.get("label_names") or {"0": "benign", "1": "malicious"}
-    for t, s, y in zip(texts, out["score"], out["label"]):
-        print(json.dumps({"label": names.get(str(int(y)), int(y)), "score": round(float(s), 4), "text": t[:80]},
-                         ensure_ascii=False))
+    texts, labels = read_texts(args.data, args.text, args.text_column, args.label_column, args.positive_label)
+    r = predict(args.model, texts, labels, args.out)
+    if r["metrics"]:
+        print("metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items()))
     return 0
 
 
@@ -91,7 +106,7 @@ def _finetune(args) -> int:
                          seed=args.seed, device=args.device)
     data = _load_data(args)
     if args.cv:
-        from masklab.downstream._io import atomic_dir, write_run
+        from masklab.downstream.run_files import atomic_dir, write_run
         from masklab.downstream.pipeline import print_table
 
         res = finetune_cv(args.model, data, folds=args.cv, seeds=(args.seed,), cfg=cfg)
@@ -100,8 +115,14 @@ def _finetune(args) -> int:
                       res, data.labels, data.to_records())
         print_table(res)
         return 0
-    r = finetune(args.model, data, args.out, cfg)
-    print("test: " + ", ".join(f"{k} {v:.3f}" for k, v in r["test"].items()))
+    kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
+    from masklab.downstream.data import load_labelled
+
+    val = load_labelled(args.val_data, **kw) if args.val_data else None
+    tests = [load_labelled(t, **kw) for t in args.test_data or []]
+    r = finetune(args.model, data, args.out, cfg, val, tests, args.group_column)
+    for name, m in r["tests"].items():
+        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
     print(f"fine-tuned model: {r['model_dir']}")
     return 0
 
@@ -109,7 +130,9 @@ def _finetune(args) -> int:
 def _report(args) -> int:
     from masklab.downstream.report import write_report
 
-    path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title)
+    names = [n.strip() for n in args.classifiers.split(",") if n.strip()] if args.classifiers else None
+    path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title,
+                        classifiers=names)
     print(f"report: {path}")
     return 0
 
@@ -122,8 +145,12 @@ def register(sub) -> None:
     p.add_argument("--kind", choices=["masklab", "hf", "masklab-import"], default=None,
                    help="override detection; masklab-import runs an HF BERT dir through our model")
     _add_data_args(p)
-    p.add_argument("--pooling", choices=["cls", "mean", "max"], default="mean")
-    p.add_argument("--max-length", type=int, default=None, help="tokens per sequence incl. specials (default: model max)")
+    p.add_argument("--pooling", choices=["cls", "mean", "max"], default=None,
+                   help="default: a sentence-transformers dir's own pooling, else mean")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per sequence incl. specials (default: sentence-transformers max_seq_length, else model max)")
+    p.add_argument("--normalize", choices=["l2", "none"], default=None,
+                   help="L2-normalise each embedding (default: l2 if the sentence-transformers dir has Normalize)")
     p.add_argument("--long", choices=["truncate", "chunk"], default="truncate", help="what to do with longer inputs")
     p.add_argument("--chunk-reduce", choices=["mean", "max"], default="mean", help="how chunk embeddings are combined")
     p.add_argument("--batch-size", type=int, default=32)
@@ -134,24 +161,53 @@ def register(sub) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_embed)
 
-    p = sub.add_parser("classify", formatter_class=FMT, help="cross-validate classifiers on embeddings, or predict",
-                       description="Stratified k-fold CV of classifiers on an embeddings dir; prints mean ± sd and "
-                                   "writes results.json + a fitted bundle. With --predict: score raw text end to end.")
-    p.add_argument("--embeddings", help="embeddings dir from `masklab embed`")
-    p.add_argument("--classifiers", default="lr,svm_linear,svm_rbf,rf,gnb,xgb", help="comma list, or 'all'")
+    p = sub.add_parser("classify", formatter_class=FMT, help="cross-validate classifiers, or train/val/test them",
+                       description="--embeddings DIR: stratified k-fold CV, mean ± sd, results.json + a bundle. "
+                                   "--train X [--val V] --test A B ...: fit once on X, choose the classifier, "
+                                   "thresholds and calibration on V (or a hold-out of X), score each test set "
+                                   "(one run dir each) and save one bundle. X/V/A: embeddings dirs, or data files "
+                                   "for --classifiers tfidf.")
+    p.add_argument("--embeddings", help="embeddings dir from `masklab embed` (cross-validation)")
+    p.add_argument("--train", help="training embeddings dir (or data file, tfidf only)")
+    p.add_argument("--val", help="validation split; default: --val-fraction of --train, grouped by --group-column")
+    p.add_argument("--test", nargs="+", help="test sets scored with the model chosen on validation")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--group-column", default=None,
+                   help="rows sharing this column's value stay on one side of every split made from --train")
+    p.add_argument("--text-column", default="text", help="for data files given to --train/--val/--test")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--positive-label", default=None)
+    p.add_argument("--classifiers", default="lr,svm_linear,svm_rbf,rf,gnb,xgb",
+                   help="comma list of lr,svm_linear,svm_rbf,rf,gnb,xgb,tfidf, or 'all' (no tfidf)")
+    p.add_argument("--C", type=float, default=None, help="inverse regularisation for lr/svm_*/tfidf (default per model)")
+    p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    p.add_argument("--scale", choices=["none", "standard"], default="none", help="StandardScaler before lr/svm/gnb")
+    p.add_argument("--normalize", choices=["l2", "none"], default="l2", help="L2-normalise embedding rows first")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated CV seeds")
-    p.add_argument("--grid", action="store_true", help="small hyper-parameter grid, inner 3-fold CV per training fold")
-    p.add_argument("--target-tpr", type=float, default=0.95, help="TPR the validation threshold is chosen for")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated CV seeds (train/val/test: the first)")
+    p.add_argument("--grid", action="store_true", help="small grid, inner 3-fold CV on training data only (grouped "
+                                                       "by --group-column when given)")
+    p.add_argument("--target-tpr", type=float, default=0.95, help="TPR a validation threshold is chosen for")
+    p.add_argument("--target-fpr", type=float, default=0.01,
+                   help="FPR the bundle's operating threshold is chosen for on validation (0: threshold 0)")
+    p.add_argument("--calibration", choices=["platt", "isotonic", "none"], default="platt",
+                   help="probabilities fitted on validation scores (train/val/test mode)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% intervals (0: off)")
-    p.add_argument("--save", default="best", help="classifier to fit on all data and save: a name, 'best' or 'none'")
-    p.add_argument("--test-embeddings", default=None, help="cross-source: train on --embeddings, test on these")
+    p.add_argument("--save", default="best", help="classifier to save as the bundle: a name, 'best' or 'none'")
     p.add_argument("--out", help="run directory to write")
-    p.add_argument("--predict", action="store_true", help="predict raw text with a saved bundle")
-    p.add_argument("--model-bundle", help="bundle dir (a classify run's bundle/)")
-    p.add_argument("--text", action="append", help="a prompt to score (repeatable)")
-    p.add_argument("--input", help="file with one prompt per line")
     p.set_defaults(func=_classify)
+
+    p = sub.add_parser("predict", formatter_class=FMT, help="score text with a bundle or a fine-tuned model",
+                       description="One JSON row per text: label (at the model's threshold), score (log-odds), "
+                                   "probability (calibrated bundles). Labelled --data also prints metrics.")
+    p.add_argument("--model", required=True, help="a classify bundle dir, or a finetune output (dir or its model/)")
+    p.add_argument("--data", help="a .txt file (one prompt per line) or a csv/jsonl/parquet file")
+    p.add_argument("--text", action="append", help="a prompt to score (repeatable)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--positive-label", default=None)
+    p.add_argument("--out", default=None, help="write the rows to this .jsonl file instead of stdout")
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser("finetune", formatter_class=FMT, help="fine-tune an encoder with a classification head",
                        description="Full fine-tuning (AdamW, warmup, early stopping on a validation split). Writes "
@@ -165,8 +221,12 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=float, default=0.1, help="warmup fraction of the steps")
     p.add_argument("--patience", type=int, default=2, help="epochs without val-loss improvement before stopping")
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--test-fraction", type=float, default=0.2, help="0: no hold-out test (e.g. with --test-data)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's maximum)")
+    p.add_argument("--val-data", default=None, help="validation file for early stopping (default: --val-fraction hold-out)")
+    p.add_argument("--test-data", nargs="+", default=None,
+                   help="test files, each scored into out/test_<name>/ (default: a --test-fraction hold-out)")
+    p.add_argument("--group-column", default=None, help="hold-outs keep rows sharing this column's value together")
     p.add_argument("--max-steps", type=int, default=0, help="cap on optimizer steps (0: none)")
     p.add_argument("--cv", type=int, default=0, help="run K-fold CV of fine-tuning instead of one split")
     p.add_argument("--seed", type=int, default=0)
@@ -182,4 +242,5 @@ def register(sub) -> None:
     p.add_argument("--latency", action="store_true", help="time text -> score for runs with a saved bundle")
     p.add_argument("--errors", type=int, default=10, help="misclassified examples shown per run")
     p.add_argument("--title", default="Detection report")
+    p.add_argument("--classifiers", default=None, help="comma list: only these classifiers' rows and curves")
     p.set_defaults(func=_report)

@@ -76,13 +76,13 @@ def load_labelled(source: str, text_column: str = "text", label_column: str = "l
         return load_bastion(canary)
     path = Path(source)
     if path.exists() or path.suffix.lower() in _FORMATS:
-        rows = _read_local(path)
+        rows = read_local(path)
     else:
         rows = _read_hub(source, split)
     return from_records(rows, text_column, label_column, positive_label, source=source, binary=binary, canary=canary)
 
 
-def _read_local(path: Path) -> list[dict]:
+def read_local(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     fmt = _FORMATS.get(path.suffix.lower())
@@ -121,16 +121,28 @@ def from_records(rows: list[dict], text_column: str, label_column: str, positive
         if col not in found:
             raise DataError(f"{source}: no column '{col}'; columns found: {', '.join(found)} "
                             f"(choose with --text-column / --label-column)")
-    texts, raw = [], []
-    for i, r in enumerate(rows):
-        t, y = r.get(text_column), r.get(label_column)
-        if t is None or y is None:
-            raise DataError(f"{source}: row {i} has no {text_column if t is None else label_column}")
-        texts.append(str(t).replace(CANARY_SLOT, canary))
-        raw.append(y)
+    no_label = [i for i, r in enumerate(rows) if _missing(r.get(label_column))]
+    if no_label:  # never guess: a missing label silently read as "benign" poisons training and metrics
+        raise DataError(f"{source}: {len(no_label)} of {len(rows)} rows have no '{label_column}' value (NaN/empty; "
+                        f"first: row {no_label[0]}); label or drop them")
+    no_text = [i for i, r in enumerate(rows) if r.get(text_column) is None]
+    if no_text:
+        raise DataError(f"{source}: {len(no_text)} rows have no '{text_column}' value (first: row {no_text[0]})")
+    texts = [str(r[text_column]).replace(CANARY_SLOT, canary) for r in rows]
+    raw = [r[label_column] for r in rows]
+    empty = sum(1 for t in texts if not t.strip())
+    if empty == len(texts):
+        raise DataError(f"{source}: every '{text_column}' value is empty")
+    if empty:
+        log.warning("%s: %d of %d texts are empty; they are kept (an empty prompt still gets a score)",
+                    source, empty, len(texts))
     labels, names = map_labels(raw, positive_label, binary, source)
     others = {k: [r.get(k) for r in rows] for k in found if k not in (text_column, label_column)}
     return LabelledData(texts, labels, source, names, others)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
 
 
 def map_labels(raw: list, positive_label: Optional[str], binary: bool, source: str) -> tuple[np.ndarray, dict]:

@@ -79,13 +79,13 @@ class Encoder(abc.ABC):
 
     def __init__(self, path: str, pooling: str = "mean", max_length: Optional[int] = None,
                  long_mode: str = "truncate", chunk_reduce: str = "mean", batch_size: int = 32,
-                 device: Optional[str] = None):
+                 device: Optional[str] = None, normalize: bool = False, random_init: bool = False, seed: int = 0):
         if pooling not in POOLINGS:
             raise MaskLabError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
         if long_mode not in ("truncate", "chunk") or chunk_reduce not in ("mean", "max"):
             raise MaskLabError("long_mode must be truncate|chunk and chunk_reduce mean|max")
         self.path, self.pooling, self.long_mode, self.chunk_reduce = str(path), pooling, long_mode, chunk_reduce
-        self.batch_size = batch_size
+        self.batch_size, self.normalize, self.random_init, self.seed = batch_size, bool(normalize), random_init, seed
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_length = max_length  # resolved against the model by subclasses
         self.dim = 0
@@ -108,9 +108,15 @@ class Encoder(abc.ABC):
 
     # -- public -----------------------------------------------------------------------
     def spec(self) -> dict:
-        """Everything needed to rebuild this encoder (stored in classifier bundles)."""
-        return {"kind": self.kind, "path": str(Path(self.path).resolve()), "pooling": self.pooling,
-                "max_length": self.max_length, "long_mode": self.long_mode, "chunk_reduce": self.chunk_reduce}
+        """Everything needed to rebuild this encoder exactly (stored in meta.json and bundles):
+        the resolved weights file and its sha256, random_init + seed, and every embedding setting."""
+        from masklab.downstream.encoder_source import sha256, weights_file
+
+        w = weights_file(self.path, "masklab" if self.kind == "masklab" else "hf")
+        return {"kind": self.kind, "path": str(Path(self.path).resolve()), "weights": str(w.resolve()),
+                "weights_sha256": sha256(w), "random_init": self.random_init, "seed": self.seed,
+                "pooling": self.pooling, "max_length": self.max_length, "long_mode": self.long_mode,
+                "chunk_reduce": self.chunk_reduce, "normalize": self.normalize}
 
     def chunks(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """-> (token id sequences with special tokens, owner [n_chunks] = index of the text)."""
@@ -140,6 +146,8 @@ class Encoder(abc.ABC):
                 idx = order[s:s + self.batch_size]
                 pooled[idx] = self._embed([seqs[i] for i in idx]).float().cpu().numpy()
         out = self._reduce_chunks(pooled, owner, len(texts))
+        if self.normalize:  # unit rows, as a sentence-transformers Normalize module
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             raise MaskLabError(f"embeddings of {int(bad.sum())} of {len(texts)} inputs are NaN/inf (first: row "
@@ -164,16 +172,20 @@ class HFEncoder(Encoder):
     kind = "hf"
 
     def __init__(self, path: str, random_init: bool = False, seed: int = 0, **kw):
-        super().__init__(path, **kw)
+        super().__init__(path, random_init=random_init, seed=seed, **kw)
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        from masklab.downstream.encoder_source import require_safetensors
+
+        if not random_init:
+            require_safetensors(path)
         try:
             self.tok = AutoTokenizer.from_pretrained(path)
             if random_init:
                 torch.manual_seed(seed)
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(path))
             else:
-                self.model = AutoModel.from_pretrained(path)
+                self.model = AutoModel.from_pretrained(path, use_safetensors=True)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot load a Hugging Face encoder from {path}: {e}") from None
         self.model.to(self.device).eval()
@@ -223,7 +235,7 @@ class MaskLabEncoder(Encoder):
     kind = "masklab"
 
     def __init__(self, path: str, imported: bool = False, random_init: bool = False, seed: int = 0, **kw):
-        super().__init__(path, **kw)
+        super().__init__(path, random_init=random_init, seed=seed, **kw)
         from masklab import pretrain
         from masklab.data_prep.tokenizer import tokenizer_info
 
@@ -272,17 +284,34 @@ class MaskLabEncoder(Encoder):
         return pool_unpadded(h, cu.to(d), self.pooling)
 
 
-def load_encoder(path: str | Path, kind: Optional[str] = None, pooling: str = "mean", **kw) -> Encoder:
+def load_encoder(path: str | Path, kind: Optional[str] = None, pooling: Optional[str] = None,
+                 max_length: Optional[int] = None, normalize: Optional[bool] = None, **kw) -> Encoder:
     """Build an encoder for `path`; `kind` (masklab | hf | masklab-import) overrides detection.
-    Extra keywords: max_length, long_mode, chunk_reduce, batch_size, device, random_init, seed."""
+    pooling / max_length / normalize left None come from a sentence-transformers directory's own
+    configuration (else mean, the model's maximum, off). Extra keywords: long_mode,
+    chunk_reduce, batch_size, device, random_init, seed."""
+    from masklab.downstream.encoder_source import resolve_settings
+
     kind = kind or detect_kind(path)
+    if kind not in KINDS:
+        raise MaskLabError(f"encoder kind '{kind}' is not one of {', '.join(KINDS)}")
+    pooling, max_length, normalize = resolve_settings(path, kind, pooling, max_length, normalize)
+    kw.update(pooling=pooling, max_length=max_length, normalize=normalize)
     if kind == "hf":
-        return HFEncoder(str(path), pooling=pooling, **kw)
-    if kind in ("masklab", "masklab-import"):
-        return MaskLabEncoder(str(path), imported=kind == "masklab-import", pooling=pooling, **kw)
-    raise MaskLabError(f"encoder kind '{kind}' is not one of {', '.join(KINDS)}")
+        return HFEncoder(str(path), **kw)
+    return MaskLabEncoder(str(path), imported=kind == "masklab-import", **kw)
 
 
 def encoder_from_spec(spec: dict, **kw) -> Encoder:
-    keys = ("pooling", "max_length", "long_mode", "chunk_reduce")
-    return load_encoder(spec["path"], kind=spec["kind"], **{k: spec[k] for k in keys if k in spec}, **kw)
+    """Rebuild the encoder a spec describes; refuses weights whose sha256 differs from the spec's."""
+    from masklab.downstream.encoder_source import sha256, weights_file
+
+    keys = ("pooling", "max_length", "long_mode", "chunk_reduce", "normalize", "random_init", "seed")
+    enc = load_encoder(spec["path"], kind=spec["kind"], **{k: spec[k] for k in keys if k in spec}, **kw)
+    want = spec.get("weights_sha256")
+    if want is not None:
+        have = sha256(weights_file(spec["path"], "masklab" if spec["kind"] == "masklab" else "hf"))
+        if have != want:
+            raise CheckpointError(f"the encoder weights at {spec['path']} changed since this bundle was written "
+                                  f"(sha256 {have[:12]}... vs {want[:12]}...)")
+    return enc

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from masklab.downstream import metrics as M
-from masklab.downstream._io import atomic_dir, read_json, write_json, write_run
+from masklab.downstream.run_files import atomic_dir, read_json, write_json, write_run
 from masklab.errors import MaskLabError
 
 log = logging.getLogger("masklab.downstream")
@@ -40,7 +40,7 @@ class FinetuneConfig:
     patience: int = 2  # epochs without validation-loss improvement before stopping
     val_fraction: float = 0.2
     test_fraction: float = 0.2
-    max_length: int = 256
+    max_length: Optional[int] = None  # None: the model's own limit (max positions / tokenizer max)
     max_steps: int = 0  # 0 = no cap (tests use a small cap)
     seed: int = 0
     device: Optional[str] = None
@@ -81,12 +81,15 @@ def build(hf_dir: Path, pooling: str, seed: int):
 
     if pooling not in ("cls", "mean"):
         raise MaskLabError(f"fine-tuning pooling must be cls or mean, not '{pooling}'")
+    from masklab.downstream.encoder_source import require_safetensors
+
+    require_safetensors(hf_dir)
     torch.manual_seed(seed)  # the new head's initialisation
     tok = AutoTokenizer.from_pretrained(hf_dir)
     if pooling == "cls":
-        model = AutoModelForSequenceClassification.from_pretrained(hf_dir, num_labels=2)
+        model = AutoModelForSequenceClassification.from_pretrained(hf_dir, num_labels=2, use_safetensors=True)
     else:
-        model = MeanPoolClassifier(AutoModel.from_pretrained(hf_dir))
+        model = MeanPoolClassifier(AutoModel.from_pretrained(hf_dir, use_safetensors=True))
     return model, tok
 
 
@@ -165,25 +168,13 @@ def train(model, tok, texts: Sequence[str], y: np.ndarray, val_texts: Sequence[s
         if val_loss < best - 1e-4:
             best, bad = val_loss, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
+        elif len(val_texts):  # without validation data every epoch runs
             bad += 1
         if bad >= cfg.patience or (cfg.max_steps and step >= cfg.max_steps):
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
-
-
-def split_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (keep, held_out) split; held_out gets `fraction` of each class (at least 1)."""
-    rng = np.random.default_rng(seed)
-    keep, held = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        k = max(1, int(round(fraction * len(idx)))) if fraction > 0 else 0
-        held += idx[:k].tolist()
-        keep += idx[k:].tolist()
-    return np.sort(keep), np.sort(held)
 
 
 def save(model, tok, out: Path, cfg: FinetuneConfig) -> None:
@@ -213,31 +204,70 @@ def load_finetuned(path: str | Path):
     return model.eval(), AutoTokenizer.from_pretrained(p), cfg
 
 
-def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig()) -> dict:
-    """Split data (stratified train / val / test), fine-tune, evaluate on test, save atomically:
-    out_dir/model (HF directory, see module doc) + a run directory for `report` (test split).
-    `data`: a LabelledData. -> {history, test metrics, model_dir}."""
+def resolve_max_length(model, tok, cfg: FinetuneConfig) -> FinetuneConfig:
+    """cfg with max_length set: the given value capped at, or by default equal to, what the model
+    can take (truncating prompt-injection documents early costs detection; see README)."""
+    enc = model.encoder if isinstance(model, MeanPoolClassifier) else model
+    limit = min(getattr(enc.config, "max_position_embeddings", 512), tok.model_max_length or 10**9)
+    return replace(cfg, max_length=min(cfg.max_length or limit, limit))
+
+
+def _sets(data, cfg: FinetuneConfig, val_data, test_data: Sequence, groups) -> tuple:
+    """-> (train_idx, val set, [(name, test set)]) where sets are LabelledData."""
     from masklab.downstream.data import check_binary
+    from masklab.downstream.splits import split_indices
 
     y = check_binary(data.labels)
-    rest, test = split_indices(y, cfg.test_fraction, cfg.seed)
-    tr_rel, va_rel = split_indices(y[rest], cfg.val_fraction, cfg.seed + 1)
-    train_idx, val_idx = rest[tr_rel], rest[va_rel]
+    rest, tests = np.arange(len(y)), [(f"test_{Path(t.source).stem}", t) for t in test_data]
+    if not test_data and cfg.test_fraction > 0:
+        rest, held = split_indices(y, cfg.test_fraction, cfg.seed, groups)
+        tests = [("test", data.subset(held))]
+    if val_data is None:
+        keep, held = split_indices(y[rest], cfg.val_fraction, cfg.seed + 1, None if groups is None else groups[rest])
+        val, train_idx = data.subset(rest[held]), rest[keep]
+    else:
+        val, train_idx = val_data, rest
+    if len(np.unique(y[train_idx])) < 2:
+        raise MaskLabError(f"finetune: {len(y)} rows leave {len(train_idx)} for training after the validation/test "
+                           "hold-outs (need both classes): use more data, or give --val-data / --test-data")
+    for name, t in tests:
+        check_binary(t.labels, f"labels of the {name} set")
+    return train_idx, val, tests
+
+
+def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(),
+             val_data=None, test_data: Sequence = (), group_column: Optional[str] = None) -> dict:
+    """Fine-tune on `data` (LabelledData), early-stopping on `val_data` or a stratified hold-out
+    (grouped by `group_column`), score every `test_data` set (or a `test_fraction` hold-out; none
+    with 0). Saves atomically: out_dir/model (HF directory, see module doc), out_dir/finetune.json
+    (config, history, sizes) and one run directory per test set (out_dir itself for the hold-out).
+    -> {history, tests: {name: metrics}, model_dir}."""
+    from masklab.downstream.splits import group_values
+
+    groups = group_values(data.columns, group_column, data.source)
+    train_idx, val, tests = _sets(data, cfg, val_data, test_data, groups)
+    y = data.labels
     with tempfile.TemporaryDirectory() as work, atomic_dir(out_dir) as tmp:
         model, tok = build(source_hf_dir(model_path, Path(work)), cfg.pooling, cfg.seed)
-        history = train(model, tok, [data.texts[i] for i in train_idx], y[train_idx],
-                        [data.texts[i] for i in val_idx], y[val_idx], cfg)
-        s = predict_logodds(model, tok, [data.texts[i] for i in test], cfg)
-        test_metrics = M.binary_metrics(y[test], s)
-        name = f"finetune_{cfg.pooling}"
-        results = {name: {"summary": {k: M.summarize([v]) for k, v in test_metrics.items()},
-                          "ci": M.bootstrap_ci(y[test], s, n=500, seed=cfg.seed), "oof": {"seed": cfg.seed, "score": s},
-                          "confusion": M.confusion(y[test], (s >= 0).astype(int))}}
+        cfg = resolve_max_length(model, tok, cfg)
+        history = train(model, tok, [data.texts[i] for i in train_idx], y[train_idx], val.texts, val.labels, cfg)
+        name, summary = f"finetune_{cfg.pooling}", {}
+        for tname, t in tests:
+            s = predict_logodds(model, tok, t.texts, cfg)
+            m = M.binary_metrics(t.labels, s)
+            summary[tname] = m
+            results = {name: {"summary": {k: M.summarize([v]) for k, v in m.items()},
+                              "ci": M.bootstrap_ci(t.labels, s, n=500, seed=cfg.seed),
+                              "oof": {"seed": cfg.seed, "score": s}, "confusion": M.confusion(t.labels, (s >= 0).astype(int))}}
+            write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
+                      {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, results, t.labels,
+                      t.to_records(), config=asdict(cfg), history=history,
+                      label_names=data.label_names)
         save(model, tok, tmp / "model", cfg)
-        write_run(tmp, "finetune", data.source, {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling},
-                  results, y[test], data.subset(test).to_records(), config=asdict(cfg), history=history,
-                  sizes={"train": len(train_idx), "val": len(val_idx), "test": len(test)}, test_index=test)
-    return {"history": history, "test": test_metrics, "model_dir": str(Path(out_dir) / "model")}
+        write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
+                                           "sizes": {"train": len(train_idx), "val": len(val),
+                                                     **{n: len(t) for n, t in tests}}, "group_column": group_column})
+    return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model")}
 
 
 class _Finetuned:
@@ -260,9 +290,12 @@ def finetune_cv(model_path: str | Path, data, folds: int = 5, seeds: Sequence[in
         hf_dir = source_hf_dir(model_path, Path(work))
 
         def fit_fn(_name, texts, y, seed):
+            from masklab.downstream.splits import split_indices
+
             c = replace(cfg, seed=seed)
             tr, va = split_indices(y, c.val_fraction, seed)
             model, tok = build(hf_dir, c.pooling, seed)
+            c = resolve_max_length(model, tok, c)
             train(model, tok, [texts[i] for i in tr], y[tr], [texts[i] for i in va], y[va], c)
             return _Finetuned(model, tok, c)
 

@@ -31,6 +31,31 @@ def threshold_for_tpr(y_val: np.ndarray, score_val: np.ndarray, target_tpr: floa
     return float(pos[min(max(k, 0), len(pos) - 1)])
 
 
+def threshold_for_fpr(y_val: np.ndarray, score_val: np.ndarray, target_fpr: float = 0.01) -> float:
+    """The lowest threshold that flags at most `target_fpr` of the benign rows of a
+    *validation* set (flag = score >= threshold): just above the (k+1)-th highest benign
+    score, k = floor(target_fpr * n_benign)."""
+    neg = np.sort(np.asarray(score_val, dtype=np.float64)[np.asarray(y_val) == 0])[::-1]
+    k = int(np.floor(target_fpr * len(neg) + 1e-9))
+    if len(neg) == 0 or k >= len(neg):
+        return float(neg[-1]) if len(neg) else 0.0
+    return float(np.nextafter(neg[k], np.inf))
+
+
+def rates_at_val_thresholds(y: np.ndarray, score: np.ndarray, y_val: np.ndarray, score_val: np.ndarray,
+                            target_tpr: float = 0.95, target_fpr: float = 0.0) -> dict:
+    """Test FPR/TPR at thresholds chosen on validation scores: for `target_tpr` (keys
+    fpr/tpr_at_val_threshold) and, when > 0, for `target_fpr` (keys ..._at_target_fpr)."""
+    out = {}
+    if target_tpr:
+        r = rates_at_threshold(y, score, threshold_for_tpr(y_val, score_val, target_tpr))
+        out["fpr_at_val_threshold"], out["tpr_at_val_threshold"] = r["fpr"], r["tpr"]
+    if target_fpr:
+        r = rates_at_threshold(y, score, threshold_for_fpr(y_val, score_val, target_fpr))
+        out["fpr_at_target_fpr"], out["tpr_at_target_fpr"] = r["fpr"], r["tpr"]
+    return out
+
+
 def rates_at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
     """FPR on benign inputs and TPR on malicious ones when flagging score >= threshold."""
     y, flagged = np.asarray(y), np.asarray(score) >= threshold

@@ -12,8 +12,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from masklab.downstream._io import atomic_dir, read_json, write_json, write_run
-from masklab.downstream.classifiers import cross_validate, fit, save_bundle
+from masklab.downstream.run_files import atomic_dir, read_json, write_json, write_run
+from masklab.downstream.bundle import save_bundle
+from masklab.downstream.classifiers import Settings, cross_validate, fit
 from masklab.downstream.data import LabelledData, check_binary, load_bastion
 from masklab.downstream.encoders import load_encoder
 from masklab.errors import DataError, MaskLabError
@@ -21,7 +22,7 @@ from masklab.errors import DataError, MaskLabError
 log = logging.getLogger("masklab.downstream")
 
 
-def embed(model_path: str, data: LabelledData, out: str | Path, pooling: str = "mean", progress: bool = True,
+def embed(model_path: str, data: LabelledData, out: str | Path, pooling: Optional[str] = None, progress: bool = True,
           **encoder_kw) -> Path:
     """Embed every row of `data` and write an embeddings directory (atomically)."""
     enc = load_encoder(model_path, pooling=pooling, **encoder_kw)
@@ -57,62 +58,43 @@ def load_embeddings(d: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict], 
 
 def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: int = 5, seeds: Sequence[int] = (0,),
              grid: bool = False, target_tpr: float = 0.95, n_boot: int = 1000, save: Optional[str] = "best",
-             test_emb_dir: Optional[str | Path] = None) -> dict:
-    """CV every classifier (or, with test_emb_dir, train on all of emb_dir and test on it:
-    cross-source evaluation); write a run directory with results.json and a fitted bundle
-    (`save`: a classifier name, 'best' by mean ROC-AUC, or None)."""
+             settings: Settings = Settings(), target_fpr: float = 0.0) -> dict:
+    """Stratified k-fold CV of every classifier on one embeddings dir (`tfidf` runs on its
+    texts.jsonl); write a run directory with results.json and a bundle of `save` (a name,
+    'best' by mean CV ROC-AUC, or None) fitted on all rows, decision threshold 0. For
+    train/val/test evaluation see downstream.crosssource."""
     X, y, records, meta = load_embeddings(emb_dir)
     y = check_binary(y, f"labels in {emb_dir}")
-    if test_emb_dir is None:
-        results = cross_validate(X, y, names, folds, seeds, grid, target_tpr, n_boot)
-        kind, ey, erecords, source = "classify", y, records, meta.get("source")
-    else:
-        Xt, yt, erecords, tmeta = load_embeddings(test_emb_dir)
-        yt = check_binary(yt, f"labels in {test_emb_dir}")
-        if Xt.shape[1] != X.shape[1] or tmeta.get("encoder", {}).get("path") != meta.get("encoder", {}).get("path"):
-            log.warning("train and test embeddings come from different encoders: %s vs %s",
-                        meta.get("encoder"), tmeta.get("encoder"))
-        if Xt.shape[1] != X.shape[1]:
-            raise DataError(f"train embeddings are {X.shape[1]}-d but test embeddings are {Xt.shape[1]}-d")
-        results = _cross_source(X, y, Xt, yt, names, seeds[0], grid, n_boot)
-        kind, ey, source = "cross", yt, f"{meta.get('source')} -> {tmeta.get('source')}"
+    texts = np.asarray([str(r.get("text", "")) for r in records], dtype=object)
+    feats = {n: texts if n == "tfidf" else X for n in names}
+    results = {}
+    for n in names:
+        results.update(cross_validate(feats[n], y, [n], folds, seeds, grid, target_tpr, n_boot, settings=settings,
+                                      target_fpr=target_fpr))
     with atomic_dir(out) as tmp:
-        write_run(tmp, kind, source, meta.get("encoder", {}), results, ey, erecords, embeddings=str(emb_dir),
-                  test_embeddings=str(test_emb_dir) if test_emb_dir else None)
+        write_run(tmp, "classify", meta.get("source"), meta.get("encoder", {}), results, y, records,
+                  embeddings=str(emb_dir), settings=vars(settings), label_names=meta.get("label_names"))
         if save:
             best = max(results, key=lambda n: results[n]["summary"]["roc_auc"]["mean"]) if save == "best" else save
             if best not in names:
                 raise MaskLabError(f"--save {best}: not among the classifiers run ({', '.join(names)})")
-            clf = fit(best, X, y, seeds[0], grid)  # final model on all training data
-            save_bundle(tmp / "bundle", clf, best, meta.get("encoder", {}), 0.0, meta.get("label_names"),
-                        {"trained_on": str(emb_dir), "n_train": int(len(y))})
+            clf = fit(best, feats[best], y, seeds[0], grid, settings)  # final model on all training data
+            enc = {"kind": "text"} if best == "tfidf" else meta.get("encoder", {})
+            save_bundle(tmp / "bundle", clf, best, enc, 0.0, meta.get("label_names"),
+                        {"trained_on": str(emb_dir), "n_train": int(len(y)), "settings": vars(settings)})
     return results
-
-
-def _cross_source(X, y, Xt, yt, names, seed, grid, n_boot) -> dict:
-    from masklab.downstream import metrics as M
-    from masklab.downstream.classifiers import scores
-
-    out = {}
-    for name in names:
-        s = scores(fit(name, X, y, seed, grid), Xt)
-        m = M.binary_metrics(yt, s)
-        out[name] = {"summary": {k: M.summarize([v]) for k, v in m.items()},
-                     "ci": M.bootstrap_ci(yt, s, n=n_boot, seed=seed) if n_boot else {},
-                     "oof": {"seed": seed, "score": s.tolist()}, "confusion": M.confusion(yt, (s >= 0).astype(int))}
-    return out
 
 
 def print_table(results: dict, metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "roc_auc",
                                                            "pr_auc", "tpr_at_1pct_fpr", "fpr_at_val_threshold")) -> str:
-    """Plain-text table: one row per classifier, mean ± sd per metric."""
+    """Plain-text table: one row per classifier, mean ± sd per metric (the mean alone for one value)."""
     head = f"{'classifier':<14}" + "".join(f"{m:>22}" for m in metrics)
     lines = [head]
     for name, r in results.items():
         cells = []
         for m in metrics:
             s = r["summary"].get(m)
-            cells.append(f"{s['mean']:.3f} ± {s['sd']:.3f}" if s else "-")
+            cells.append("-" if not s else f"{s['mean']:.3f}" if s.get("n", 2) == 1 else f"{s['mean']:.3f} ± {s['sd']:.3f}")
         lines.append(f"{name:<14}" + "".join(f"{c:>22}" for c in cells))
     text = "\n".join(lines)
     print(text)

@@ -64,6 +64,32 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     assert d.labels.tolist() == [0, 1, 2]
 
 
+def test_missing_labels_are_refused_with_a_count_and_empty_texts_warned(tmp_path, caplog):
+    # a csv with two empty label cells: datasets reads them as None/NaN; they used to become class 0
+    (tmp_path / "nan.csv").write_text("text,label\na,malicious\nb,\nc,benign\nd,\n")
+    with pytest.raises(DataError, match="2 of 4 rows have no 'label' value"):
+        load_labelled(str(tmp_path / "nan.csv"), positive_label="malicious")
+    rows = [{"text": "a", "label": 1}, {"text": float("nan"), "label": 0}]
+    with pytest.raises(DataError, match="2 of 3 rows have no 'label'"):
+        from masklab.downstream.data import from_records
+
+        from_records([{"text": "a", "label": 1}, {"text": "b", "label": float("nan")}, {"text": "c", "label": None}],
+                     "text", "label")
+    with caplog.at_level("WARNING", logger="masklab.downstream"):
+        d = load_labelled(_write(tmp_path, [{"text": "", "label": 1}, {"text": "b", "label": 0}, *rows[:1]]))
+    assert len(d) == 3 and "1 of 3 texts are empty" in caplog.text
+    with pytest.raises(DataError, match="every 'text' value is empty"):
+        load_labelled(_write(tmp_path, [{"text": " ", "label": 1}, {"text": "", "label": 0}]))
+
+
+def test_threshold_for_target_fpr_on_validation():
+    y = np.array([0] * 100 + [1] * 10)
+    s = np.r_[np.arange(100) / 100.0, np.full(10, 2.0)]
+    t = M.threshold_for_fpr(y, s, 0.05)
+    assert M.rates_at_threshold(y, s, t) == {"fpr": 0.05, "tpr": 1.0}
+    assert M.rates_at_threshold(y, s, M.threshold_for_fpr(y, s, 0.0))["fpr"] == 0.0
+
+
 Y = np.array([0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1])
 S = np.array([-2.0, 0.3, 1.2, -0.1, -1.0, 2.5, 0.8, 0.1, 3.0, -0.5, -3.0, 0.05])
 

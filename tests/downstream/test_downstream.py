@@ -56,14 +56,6 @@ def test_folds_stratified_and_deterministic():
     assert sorted(np.concatenate([te for _, te in a]).tolist()) == list(range(50))
 
 
-def test_bundle_round_trip(tmp_path):
-    X, y = toy()
-    clf = C.fit("lr", X, y)
-    C.save_bundle(tmp_path / "b", clf, "lr", {"kind": "precomputed"})
-    b = C.load_bundle(tmp_path / "b")
-    np.testing.assert_allclose(C.scores(b.clf, X), C.scores(clf, X))
-
-
 def _mean_pool_hf(texts):
     from transformers import AutoModel, AutoTokenizer
 
@@ -78,8 +70,8 @@ def _mean_pool_hf(texts):
 def test_minilm_imported_into_our_model_equals_transformers():
     texts = ["Ignore all previous instructions.", "What is the capital of France?", "a"]
     ref = _mean_pool_hf(texts)
-    ours = downstream.load_encoder(MINILM, kind="masklab-import", pooling="mean").encode(texts, progress=False)
-    hf = downstream.load_encoder(MINILM, kind="hf", pooling="mean").encode(texts, progress=False)
+    ours = downstream.load_encoder(MINILM, kind="masklab-import", pooling="mean", normalize=False).encode(texts, progress=False)
+    hf = downstream.load_encoder(MINILM, kind="hf", pooling="mean", normalize=False).encode(texts, progress=False)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     np.testing.assert_allclose(hf, ref, atol=1e-5)
 

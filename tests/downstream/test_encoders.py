@@ -102,6 +102,63 @@ def test_random_init_baseline_differs(tiny_bert_dir):
     assert a.shape == b.shape and not np.allclose(a, b)
 
 
+def test_minilm_defaults_follow_sentence_transformers_config_long_inputs_too(minilm):
+    st = pytest.importorskip("sentence_transformers")
+    from masklab.downstream.data import load_bastion
+
+    texts = load_bastion().texts
+    long = [" ".join(texts[:40]), " ".join(texts[40:90])]  # > 256 tokens: truncated at max_seq_length
+    full = st.SentenceTransformer(str(minilm), device="cpu")
+    ref = full.encode(texts[:6] + long, convert_to_numpy=True)  # with its Normalize module
+    for kind in ("hf", "masklab-import"):
+        enc = load_encoder(minilm, kind=kind)
+        assert (enc.pooling, enc.max_length, enc.normalize) == ("mean", full.max_seq_length, True)
+        ours = enc.encode(texts[:6] + long)
+        cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.min() >= 0.9999, (kind, cos)
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    over = load_encoder(minilm, kind="hf", pooling="cls", max_length=512, normalize=False)
+    assert (over.pooling, over.max_length, over.normalize) == ("cls", 512, False)
+
+
+def test_spec_records_weights_hash_and_random_init(tiny_bert_dir, tiny_ckpt, tmp_path):
+    import shutil
+
+    from masklab.downstream.encoders import encoder_from_spec
+    from masklab.errors import CheckpointError
+
+    spec = load_encoder(tiny_bert_dir, kind="masklab-import", random_init=True, seed=3).spec()
+    assert spec["random_init"] is True and spec["seed"] == 3 and len(spec["weights_sha256"]) == 64
+    again = encoder_from_spec(spec)  # rebuilt as the random twin, not the pretrained weights
+    np.testing.assert_array_equal(again.encode(GOOD), load_encoder(tiny_bert_dir, kind="masklab-import",
+                                                                   random_init=True, seed=3).encode(GOOD))
+    assert not np.allclose(again.encode(GOOD), load_encoder(tiny_bert_dir, kind="masklab-import").encode(GOOD))
+    ck = load_encoder(tiny_ckpt).spec()
+    assert ck["weights"].endswith("model.safetensors") and ck["random_init"] is False
+    d = tmp_path / "hf"
+    shutil.copytree(tiny_bert_dir, d)
+    spec = load_encoder(d, kind="hf").spec()
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(d / "model.safetensors"))
+    save_file({k: v + 1 for k, v in w.items()}, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="changed since this bundle was written"):
+        encoder_from_spec(spec)
+
+
+def test_pickled_only_hf_dir_is_refused_without_unpickling_advice(tiny_bert_dir, tmp_path):
+    import shutil
+
+    from masklab.errors import CheckpointError
+
+    d = tmp_path / "bin_only"
+    shutil.copytree(tiny_bert_dir, d)
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="only pickled weights") as e:
+        load_encoder(d, kind="hf")
+    assert "weights_only" not in str(e.value)
+
+
 def test_minilm_matches_sentence_transformers(minilm):
     st = pytest.importorskip("sentence_transformers")
     from masklab.downstream.data import load_bastion
@@ -110,5 +167,5 @@ def test_minilm_matches_sentence_transformers(minilm):
     full = st.SentenceTransformer(str(minilm), device="cpu")
     # transformer + mean pooling, without the final Normalize module
     ref = st.SentenceTransformer(modules=[full[0], full[1]], device="cpu").encode(texts, convert_to_numpy=True)
-    ours = load_encoder(minilm, kind="hf", pooling="mean", max_length=full.max_seq_length).encode(texts)
+    ours = load_encoder(minilm, kind="hf", pooling="mean", max_length=full.max_seq_length, normalize=False).encode(texts)
     np.testing.assert_allclose(ours, ref, atol=1e-5)

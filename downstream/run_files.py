@@ -1,4 +1,5 @@
-"""Atomic output directories and small JSON helpers shared by the downstream stages."""
+"""Run files of the downstream stages: atomic output directories / files, JSON helpers and
+the run-directory layout `report` reads."""
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,20 @@ def atomic_dir(out: str | Path, overwrite: bool = True):
         raise MaskLabError(f"output {out} exists (pass --overwrite)")
     with atomic.atomic_dir(out) as tmp:  # the one implementation: masklab/atomic.py
         yield tmp
+
+
+def atomic_file(out: str | Path, text: str) -> Path:
+    """Write `text` to `out` through a temp file and a rename: `out` is old or complete."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def _default(o):
@@ -48,6 +63,7 @@ def write_run(d: Path, kind: str, source: str, encoder: dict, results: dict, lab
     """The run-directory layout `report` reads: results.json + labels.npy + texts.jsonl
     (labels and records aligned with every result's oof scores)."""
     d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
     write_json(d / "results.json", {"kind": kind, "source": source, "encoder": encoder, "results": results, **extra})
     np.save(d / "labels.npy", np.asarray(labels, dtype=np.int64))
     with open(d / "texts.jsonl", "w", encoding="utf-8") as f:
