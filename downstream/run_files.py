@@ -25,17 +25,8 @@ def atomic_dir(out: str | Path, overwrite: bool = True):
 
 
 def atomic_file(out: str | Path, text: str) -> Path:
-    """Write `text` to `out` through a temp file and a rename: `out` is old or complete."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    """Write `text` to `out` atomically (`masklab.atomic.atomic_file`): old or complete."""
+    return atomic.atomic_file(out, text)
 
 
 def _default(o):

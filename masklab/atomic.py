@@ -113,6 +113,30 @@ def atomic_dir(out: str | Path, intact: Optional[str] = None) -> Iterator[Path]:
         raise
 
 
+def atomic_file(out: str | Path, data: str | bytes) -> Path:
+    """Write `data` to `out` through `.<name>.tmp-<pid>`, fsync and a rename: `out` is the old
+    file or the complete new one, never a prefix; a full disk is one line, as for `atomic_dir`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = f"{out} is unchanged" if out.exists() else f"nothing was written to {out}"
+        raise MaskLabError(f"{_describe(e)} while writing {out}; {kept}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
 def replace_dir(src: Path, out: Path) -> None:
     """Rename `src` onto `out`; an existing `out` is kept as `.<name>.old-<pid>` until the new one is in place."""
     old = out.parent / f".{out.name}.old-{os.getpid()}"
