@@ -32,6 +32,7 @@ setup(
         "rich>=13",
         "matplotlib>=3.7",
         "jieba>=0.42",
+        "duckdb>=1.1",  # out-of-core PMI n-gram counting (data_prep.pmi_duckdb)
         "bastioncorpus>=0.6",  # the labelled prompt-injection set of the smoke pipeline (MIT)
     ],
     extras_require={

@@ -31,6 +31,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("collator", ["collator.py"] + (["--quick"] if quick else [])),
         ("kernels", ["kernels.py"] + (["--dry-run"] if quick and not gpu else [])),
         ("detection", ["detection.py"] + (["--quick"] if quick else [])),
+        ("pmi", ["pmi_scale.py", "--memory-limit", "256MB"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
     ]
     return out

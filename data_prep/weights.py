@@ -1,11 +1,15 @@
-"""InforMask-style token weights for weighted masking (Sadeq et al. 2022, simplified).
+"""InforMask token weights for weighted masking (`masklab informask-weights`), two scores:
 
-InforMask masks informative tokens more often. Here a token's informativeness is its corpus
-self-information -log p(token) (add-one smoothed over the vocabulary), scaled to mean 1 over
-the training tokens and clipped to [0.1, 10]: frequent function words are rarely masked,
-rare content words often. (The paper's PMI-based "informative relevance" is not computed.)
-The Selector turns unit weights into sampling without replacement via exponential / Gumbel
-keys. Output: <out>/token_weights.npy (float32 [V]) + <out>/manifest.json (tokenizer sha256).
+- pmi (the paper, Sadeq et al. 2022; data_prep.informask): token-specific masking rates from
+  PMI-based informative relevance, one pass over the corpus; weight = rate(x) / mean rate over
+  the training tokens;
+- surprisal: self-information -log p(x) (add-one smoothed), scaled to mean 1 over the training
+  tokens and clipped to [0.1, 10].
+Both are mean-1 weights over the training tokens; special ids weigh 0. `masking.informask_score`
+picks one. The Selector uses them as per-token Bernoulli probabilities min(1, rate * weight)
+(selector=bernoulli: the paper's token-specific rates at rate = the build rate) or as the
+order of weighted sampling without replacement under the exact budget (selector=budget).
+Output: <out>/token_weights_{pmi,surprisal}.npy (float32 [V]) + <out>/manifest.json.
 """
 from __future__ import annotations
 
@@ -16,43 +20,62 @@ from typing import Optional
 import numpy as np
 
 from masklab.atomic import atomic_dir
+from masklab.data_prep.informask import corpus_arrays, informative_relevance, token_rates
 from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError
 
-FORMAT = "masklab-token-weights-v1"
+FORMAT = "masklab-token-weights-v2"  # v2: both scores (v1 held surprisal only)
+SCORES = ("pmi", "surprisal")
 
 
-def build_token_weights(shards_dir: str, out: str, overwrite: bool = False) -> dict:
-    shards = ShardSet(shards_dir, "train")
-    V = shards.tokenizer.vocab_size
-    counts = np.zeros(V, dtype=np.int64)
-    for sh in shards.shards:  # streaming: one bincount per shard
-        counts += np.bincount(np.asarray(sh.tokens, dtype=np.int64), minlength=V)[:V]
-    p = (counts + 1) / (counts.sum() + V)
-    info = -np.log(p)
-    w = info / (np.dot(counts, info) / max(counts.sum(), 1))
-    w = np.clip(w, 0.1, 10.0).astype(np.float32)
+def surprisal_weights(counts: np.ndarray) -> np.ndarray:
+    """counts int64 [V] -> float64 [V]: -log p, mean 1 over the tokens, clipped to [0.1, 10]."""
+    V = len(counts)
+    info = -np.log((counts + 1) / (counts.sum() + V))
+    return np.clip(info / (np.dot(counts, info) / max(counts.sum(), 1)), 0.1, 10.0)
+
+
+def build_token_weights(shards_dir: str, out: str, overwrite: bool = False, rate: float = 0.15, seed: int = 0) -> dict:
+    if not 0.0 < rate < 1.0:
+        raise ConfigError(f"informask-weights --rate={rate} must lie in (0, 1)")
     outp = Path(out)
     if outp.exists() and any(outp.iterdir()) and not overwrite:
         raise ConfigError(f"weights output {outp} exists and is not empty (pass --overwrite)")
+    shards = ShardSet(shards_dir, "train")
+    V = shards.tokenizer.vocab_size
+    tokens, docs = corpus_arrays(shards)
+    maskable = np.ones(V, dtype=bool)
+    maskable[[i for i in shards.tokenizer.special_ids if i < V]] = False
+    counts = np.bincount(tokens, minlength=V)[:V] * maskable
+    rates, occ = token_rates(tokens, docs, informative_relevance(tokens, docs, V), maskable, V, rate, seed)
+    mean_rate = float(np.dot(occ, rates) / max(occ.sum(), 1))
+    weights = {"pmi": rates / max(mean_rate, 1e-12), "surprisal": surprisal_weights(counts) * maskable}
     manifest = {"format": FORMAT, "tokenizer_sha256": shards.tokenizer.sha256, "vocab_size": V,
-                "tokens": int(counts.sum()), "weight": "self-information, mean 1, clipped [0.1, 10]"}
+                "tokens": int(counts.sum()), "documents": int(docs.max()) + 1 if len(docs) else 0,
+                "pmi": {"build_rate": rate, "realised_rate": round(mean_rate, 6), "seed": seed,
+                        "weight": "token-specific InforMask rate / mean rate"},
+                "surprisal": {"weight": "self-information, mean 1, clipped [0.1, 10]"}}
     with atomic_dir(outp) as tmp:
-        np.save(tmp / "token_weights.npy", w)
+        for s, w in weights.items():
+            np.save(tmp / f"token_weights_{s}.npy", w.astype(np.float32))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
-def load_token_weights(path: str, tokenizer_sha256: Optional[str] = None, vocab_size: Optional[int] = None) -> np.ndarray:
-    """-> float64 [V]; a table made with another tokenizer is a ConfigError."""
+def load_token_weights(path: str, score: str = "pmi", tokenizer_sha256: Optional[str] = None,
+                       vocab_size: Optional[int] = None) -> np.ndarray:
+    """-> float64 [V] of one score; a table of another tokenizer or format is a ConfigError."""
     p = Path(path)
-    if not (p / "manifest.json").is_file() or not (p / "token_weights.npy").is_file():
+    if not (p / "manifest.json").is_file():
         raise ConfigError(f"masking.informask_weights={path} is not a weight table (build one with "
                           "`masklab informask-weights`)")
     m = json.loads((p / "manifest.json").read_text())
+    if m.get("format") != FORMAT:
+        raise ConfigError(f"weight table {path}: format '{m.get('format')}' is not {FORMAT} (it has no PMI "
+                          "score); rebuild it with `masklab informask-weights`")
     if tokenizer_sha256 is not None and m.get("tokenizer_sha256") != tokenizer_sha256:
         raise ConfigError(f"weight table {path} was built with another tokenizer; rebuild it")
-    w = np.load(p / "token_weights.npy").astype(np.float64)
+    w = np.load(p / f"token_weights_{score}.npy").astype(np.float64)
     if vocab_size is not None and len(w) < vocab_size:
         raise ConfigError(f"weight table {path} covers {len(w)} ids, the tokenizer has {vocab_size}")
     return w

@@ -22,6 +22,15 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass
+class TokenDropConfig:
+    """Token Dropping (Hou et al. 2022): layers [start_layer, end_layer) see only the most important tokens."""
+    rate: float = 0.0  # fraction of each sequence's tokens dropped there; 0 = off
+    start_layer: int = 0
+    end_layer: int = -1  # exclusive; < 0 counts from the end (-1: every layer but the last)
+    ema_decay: float = 0.9  # per optimizer step, of the per-token-id MLM loss (the importance)
+
+
+@dataclass
 class ModelConfig:
     preset: str = "bert"  # bert | modernbert
     vocab_size: int = 0  # 0: taken from the tokenizer, then padded to pad_vocab_multiple
@@ -43,6 +52,7 @@ class ModelConfig:
     local_window: int = 128
     rope_theta: float = 160000.0
     local_rope_theta: float = 10000.0
+    token_drop: TokenDropConfig = field(default_factory=TokenDropConfig)
 
 
 @dataclass
@@ -61,8 +71,10 @@ class MaskingConfig:
     corrupt_per_unit: bool = False
     span_p: float = 0.2
     span_max: int = 10
+    span_law: str = "truncated"  # truncated (SpanBERT: Geo(span_p) renormalised on [1, span_max]) | clip (min(Geo, max))
     pmi_table: Optional[str] = None
     informask_weights: Optional[str] = None  # token weight table (`masklab informask-weights`): weighted selection
+    informask_score: str = "pmi"  # pmi (InforMask's informative relevance -> token rates) | surprisal (-log p)
     insertion: str = "input"  # input | late
     insert_layer: int = 0
 
@@ -249,11 +261,22 @@ def validate(cfg: DictConfig) -> None:
     need(m.insertion in ("input", "late"), f"masking.insertion='{m.insertion}' is not one of input, late")
     need(0.0 < m.span_p <= 1.0, f"masking.span_p={m.span_p} must lie in (0, 1]")
     need(m.span_max >= 1, f"masking.span_max={m.span_max} must be >= 1")
+    need(m.span_law in ("truncated", "clip"), f"masking.span_law='{m.span_law}' is not one of truncated, clip")
     need(0.0 <= m.step_at <= 1.0, f"masking.step_at={m.step_at} must lie in [0, 1]")
-    need(not m.informask_weights or m.selector == "budget", "masking.informask_weights needs masking.selector=budget")
+    need(m.informask_score in ("pmi", "surprisal"), f"masking.informask_score='{m.informask_score}' is not one of pmi, surprisal")
     if m.insertion == "late":
         need(1 <= m.insert_layer < mo.num_layers,
              f"masking.insert_layer={m.insert_layer} must be in [1, model.num_layers-1={mo.num_layers - 1}] for late insertion")
+    td = mo.token_drop
+    need(0.0 <= td.rate < 1.0, f"model.token_drop.rate={td.rate} must lie in [0, 1)")
+    need(0.0 <= td.ema_decay < 1.0, f"model.token_drop.ema_decay={td.ema_decay} must lie in [0, 1)")
+    if td.rate > 0:
+        end = td.end_layer if td.end_layer >= 0 else mo.num_layers + td.end_layer
+        need(1 <= td.start_layer < end <= mo.num_layers - 1,
+             f"model.token_drop: start_layer={td.start_layer}, end_layer={td.end_layer} must satisfy 1 <= start < end "
+             f"<= num_layers-1={mo.num_layers - 1} (the first and the last layer see every token)")
+        need(m.insertion == "input", "model.token_drop needs masking.insertion=input (late insertion changes the "
+                                     "token stream of the first layers)")
     need(mo.preset in ("bert", "modernbert"), f"model.preset='{mo.preset}' is not one of bert, modernbert")
     need(mo.num_heads >= 1 and mo.num_layers >= 1 and mo.hidden_size >= 1,
          "model.hidden_size, model.num_layers and model.num_heads must be >= 1")

@@ -18,8 +18,8 @@ class UnpaddedBatch:
     cu_seqlens: torch.Tensor  # int32 [B+1]
     max_seqlen: int
     mlm_positions: torch.Tensor  # int64 [M] sorted indices into [T] of tokens to predict
-    mlm_labels: torch.Tensor  # int64 [M] original ids (-100 marks padding of M to a bucket)
-    num_predictions: int  # real M (before bucket padding)
+    mlm_labels: torch.Tensor  # int64 [M] original ids (the collator never pads M; the loss ignores -100)
+    num_predictions: int  # M
     mlm_cu_seqlens: torch.Tensor  # int32 [B+1] predictions per sequence (sparse last layer)
     max_mlm_seqlen: int
     sample_index: torch.Tensor  # int64 [B] global sample ids (resume / no-repeat checks)

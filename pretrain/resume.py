@@ -7,7 +7,7 @@ from typing import Optional
 from masklab.errors import ConfigError, MaskLabError
 from masklab.pretrain import distributed as D
 from masklab.pretrain.checkpoint import latest_checkpoint
-from masklab.pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
+from masklab.pretrain.masking import masking_compat
 
 
 # The architecture: a change makes the saved weights mean something else (or not fit at all).
@@ -30,8 +30,7 @@ def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> 
     compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
               "data.shards_sha": tokenizer_sha, "engine": engine_kind == "deepspeed"}
     compat.update({f"model.{k}": getattr(cfg.model, k) for k in MODEL_KEYS})
-    compat["masking.algorithm"] = MASKING_ALGORITHM
-    compat.update({f"masking.{k}": getattr(cfg.masking, k) for k in MASK_KEYS})
+    compat.update(masking_compat(cfg))
     if engine_kind == "deepspeed":
         compat.update({"deepspeed.world_size": world.world_size, "train.zero_stage": tc.zero_stage})
     return compat
@@ -41,7 +40,9 @@ _HINT = {"engine": "the checkpoint was written by a different engine (True = Dee
                    "trained with", "deepspeed.world_size": "DeepSpeed resumes need the same number of processes",
          "train.zero_stage": "ZeRO optimizer state is partitioned per stage",
          "masking.algorithm": "this version of MaskLab draws different masks from the same seed than the one that "
-                              "wrote the checkpoint"}
+                              "wrote the checkpoint",
+         "masking.schedule_length": "the masking-rate schedule runs over masking.schedule_steps (0 = train.max_steps): "
+                                    "pin masking.schedule_steps to the checkpoint's value to train longer"}
 # Keys that checkpoints written before they existed are known to have had.
 _OLD_DEFAULTS = {"masking.algorithm": 1}
 

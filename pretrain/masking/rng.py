@@ -11,28 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_C1 = np.uint64(0xBF58476D1CE4E5B9)
-_C2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+from masklab.data_prep.splitmix64 import C1 as _C1
+from masklab.data_prep.splitmix64 import GAMMA, mix
+from masklab.data_prep.splitmix64 import u64 as _u64
+
+_S11 = np.uint64(11)
 
 # purposes (salts): one independent stream per random decision
 ORDER, CROSS, BUDGET, CORRUPT, REPLACE, SPAN, PMI = 1, 2, 3, 4, 5, 6, 7
-
-
-def mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, in place on a uint64 array (wrap-around arithmetic). -> x"""
-    with np.errstate(over="ignore"):
-        x ^= x >> _S30
-        x *= _C1
-        x ^= x >> _S27
-        x *= _C2
-        x ^= x >> _S31
-    return x
-
-
-def _u64(v: int) -> np.uint64:
-    return np.uint64(int(v) & 0xFFFFFFFFFFFFFFFF)
 
 
 class Stream:

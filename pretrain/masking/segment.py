@@ -8,8 +8,9 @@ returns the flags: bool [T], True at the first token of every unit.
 - whole_word: every word (word starts come from data prep: WordPiece `##`, Unigram `▁`,
               byte-BPE `Ġ` and jieba-segmented CJK alike; a chunk that starts mid-word
               starts a unit there);
-- span:       SpanBERT-style: a sample's words cut into consecutive spans whose lengths are
-              Geometric(span_p) clipped at span_max;
+- span:       SpanBERT: a sample's words cut into consecutive spans whose lengths follow
+              Geometric(span_p) truncated and renormalised on [1, span_max] (span_law=truncated,
+              P(k) = p(1-p)^(k-1) / (1 - (1-p)^max)), or min(Geometric, span_max) (span_law=clip);
 - pmi:        n-grams of words found in the PMI table (longest first, a random one among
               overlapping matches of one length), the other words as whole-word units.
 Randomness comes from the batch's counter-based `Stream`, keyed by the sample's global id
@@ -70,22 +71,30 @@ def whole_word_units(fb: FlatBatch, masker) -> np.ndarray:
     return fb.words()[0]
 
 
+def span_lengths(u: np.ndarray, p: float, cap: int, law: str) -> np.ndarray:
+    """Span lengths (words) by inverse CDF from uniforms u float64 [N] in [0, 1) -> int64 [N] in
+    [1, cap]. truncated: CDF(k) = (1 - q^k) / (1 - q^cap), q = 1 - p (SpanBERT, Joshi et al. 2020:
+    at p=0.2, cap=10 the mean is 3.8 words); clip: min(Geometric(p), cap) (mean 4.46, 13.4% at cap)."""
+    if p >= 1.0:
+        return np.ones(len(u), dtype=np.int64)
+    if law == "truncated":
+        u = u * -np.expm1(cap * np.log1p(-p))  # u * (1 - q^cap): the inverse CDF of the renormalised law
+    lengths = 1 + np.floor(np.log1p(-u) / np.log1p(-p)).astype(np.int64)
+    return np.clip(lengths, 1, cap)
+
+
 def span_units(fb: FlatBatch, masker) -> np.ndarray:
-    """Words grouped into consecutive spans of Geometric(p) words, at most span_max."""
+    """Words grouped into consecutive spans of `span_lengths` words."""
     flags, first, _, wseq = fb.words()
     W = len(first)
     if W == 0:
         return flags
-    p, cap = float(masker.cfg.span_p), int(masker.cfg.span_max)
     sample_first_word = np.searchsorted(wseq, np.arange(len(fb.lens)))  # [B]
     rank = np.arange(W) - sample_first_word[wseq]  # word index inside its sample
     # span k of a sample gets length L_k (drawn for k = 0..n_words-1: enough spans to cover it)
-    u = fb.stream.uniform(R.SPAN, wseq, rank)
-    if p >= 1.0:
-        lengths = np.ones(W, dtype=np.int64)
-    else:  # inverse CDF of Geometric(p) on {1, 2, ...}
-        lengths = 1 + np.floor(np.log1p(-u) / np.log1p(-p)).astype(np.int64)
-    lengths = np.minimum(lengths, cap)
+    cfg = masker.cfg
+    lengths = span_lengths(fb.stream.uniform(R.SPAN, wseq, rank), float(cfg.span_p), int(cfg.span_max),
+                           cfg.span_law)
     excl = np.cumsum(lengths) - lengths
     sfw = sample_first_word[wseq]  # [W]
     start_rank = excl - excl[sfw]  # where span k of the sample starts (word rank)
@@ -105,7 +114,7 @@ def pmi_units(fb: FlatBatch, masker) -> np.ndarray:
     W = len(first)
     if table is None or W < 2:
         return flags
-    from masklab.data_prep.pmi import ngram_hashes, word_hashes
+    from masklab.data_prep.ngram_hash import ngram_hashes, word_hashes
 
     wh = word_hashes(fb.tokens, fb.maskable, first, length, table.token_hash)
     taken = np.zeros(W, dtype=bool)

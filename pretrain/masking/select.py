@@ -6,7 +6,8 @@ budget:    per sample, budget = floor(rate * n_maskable + U) tokens (unbiased ro
            the unit that crosses the budget is taken with probability
            (budget - tokens before it) / its length, so E[masked tokens] = rate * n exactly for
            any unit lengths (whole word, span, PMI) and token units hit floor/ceil exactly.
-bernoulli: each unit independently with probability `rate` (HF's behaviour).
+bernoulli: each unit independently with probability `rate` (HF's behaviour); with InforMask
+           weights min(1, rate * unit weight) (the paper's token-specific rates).
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def select(fb: FlatBatch, flags: np.ndarray, rate: float, mode: str = "budget",
     upos = fb.pos[first]
     stream = fb.stream
     if mode == "bernoulli":
-        chosen = np.flatnonzero(stream.uniform(R.ORDER, useq, upos) < rate)
+        p = rate if token_weights is None else np.minimum(1.0, rate * _unit_weights(fb, first, ulen, token_weights))
+        chosen = np.flatnonzero(stream.uniform(R.ORDER, useq, upos) < p)
     else:
         cm = fb.cum_maskable
         n_maskable = cm[fb.starts + fb.lens] - cm[fb.starts]
@@ -90,12 +92,17 @@ def _take_budget(order, ulen, useq, upos, budget, stream, B) -> np.ndarray:
     return np.sort(order[take])
 
 
-def _weighted(fb, first, ulen, useq, upos, bits, budget, token_weights) -> np.ndarray:
-    """InforMask-style: unit weight = mean token weight; key = Exp(1) / weight (the exponential
-    race, i.e. Gumbel-top-k: sampling without replacement with probability proportional to weight)."""
+def _unit_weights(fb, first, ulen, token_weights) -> np.ndarray:
+    """float64 [U]: mean InforMask weight of each unit's tokens."""
     w = token_weights[np.minimum(fb.tokens, len(token_weights) - 1)] * fb.maskable
     cw = np.concatenate([[0.0], np.cumsum(w)])
-    wu = np.diff(np.append(cw[first], cw[-1])) / np.maximum(ulen, 1)
+    return np.diff(np.append(cw[first], cw[-1])) / np.maximum(ulen, 1)
+
+
+def _weighted(fb, first, ulen, useq, upos, bits, budget, token_weights) -> np.ndarray:
+    """InforMask weights under the budget: key = Exp(1) / unit weight (the exponential race, i.e.
+    Gumbel-top-k: sampling without replacement with probability proportional to weight)."""
+    wu = _unit_weights(fb, first, ulen, token_weights)
     u = (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
     key = -np.log1p(-u) / np.maximum(wu, 1e-12)
     order = np.lexsort((upos, key, useq))

@@ -5,6 +5,7 @@ import importlib
 
 from masklab.errors import ConfigError
 from masklab.pretrain.model.bert import BertMLM
+from masklab.pretrain.model.token_drop import attach_token_drop
 
 PRESETS = {"bert": "masklab.pretrain.model.bert:BertMLM", "modernbert": "masklab.pretrain.model.modernbert:ModernBertMLM"}
 
@@ -28,6 +29,7 @@ def build_model(model_cfg, tok_info, masking_cfg=None):
         raise ConfigError(f"model.preset='{model_cfg.preset}' is not available in this build") from None
     model = model_cls(model_cfg, vocab)
     model.mask_token_id = tok_info.mask_id
+    attach_token_drop(model, model_cfg.token_drop, model_cfg.num_layers, vocab, tok_info.special_ids)
     if masking_cfg is not None and masking_cfg.insertion == "late":  # the layer range: masklab.config.validate
         model.insert_layer = masking_cfg.insert_layer
     return model

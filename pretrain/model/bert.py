@@ -132,14 +132,19 @@ class BertMLM(nn.Module):
             layers = self.layers
         sparse = self.cfg.sparse_prediction
         last = len(layers) - 1
+        td = getattr(self, "token_drop", None)
         for i, layer in enumerate(layers):
             if i == last and sparse == "last_layer":
                 h = layer(h, b.cu_seqlens, b.max_seqlen, b.mlm_positions, b.mlm_cu_seqlens, b.max_mlm_seqlen)
+            elif td is not None and td.covers(i):  # Token Dropping: the middle layers see the kept rows only
+                h = td.layer(i, h, b, lambda x, cu, mx, keep: layer(x, cu, mx))
             else:
                 h = layer(h, b.cu_seqlens, b.max_seqlen)
         positions = b.mlm_positions
         if sparse == "last_layer":
             positions = torch.arange(h.shape[0], device=h.device)
+        if td is not None:
+            td.observe(self.mlm_logits, h.index_select(0, positions), b.mlm_labels, b.step)
         return self.mlm_loss(h, positions, b.mlm_labels, dense=sparse == "none")
 
     def mlm_loss(self, h: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor, dense: bool = False) -> dict:

@@ -164,9 +164,13 @@ class ModernBertMLM(nn.Module):
         computes only b.mlm_positions -> [M, D]."""
         rope = rope_tables(pos, self.head_dim, self._thetas)
         last = len(layers) - 1
+        td = getattr(self, "token_drop", None) if b is not None else None
         for i, layer in enumerate(layers):
             if b is not None and i == last and self.cfg.sparse_prediction == "last_layer":
                 h = layer(h, cu, max_len, rope, b.mlm_positions, b.mlm_cu_seqlens, b.max_mlm_seqlen)
+            elif td is not None and td.covers(i):  # Token Dropping: kept rows only, their own rotary rows
+                h = td.layer(i, h, b, lambda x, c, mx, keep: layer(x, c, mx, {t: (cs[keep], sn[keep])
+                                                                            for t, (cs, sn) in rope.items()}))
             else:
                 h = layer(h, cu, max_len, rope)
         return self.final_norm(h)
@@ -204,6 +208,8 @@ class ModernBertMLM(nn.Module):
         positions = b.mlm_positions
         if self.cfg.sparse_prediction == "last_layer":  # h already holds only the predicted rows
             positions = torch.arange(h.shape[0], device=h.device)
+        if getattr(self, "token_drop", None) is not None:
+            self.token_drop.observe(self.mlm_logits, h.index_select(0, positions), b.mlm_labels, b.step)
         return self.mlm_loss(h, positions, b.mlm_labels, dense=self.cfg.sparse_prediction == "none")
 
     def mlm_loss(self, h: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor, dense: bool = False) -> dict:

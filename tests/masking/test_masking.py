@@ -168,14 +168,28 @@ def test_pmi_never_crosses_samples_and_bigram_is_one_unit(prepared_data, pmi_tab
     assert units[1] != units[len(s0) + 1] and units[0] == -1 and units[-1] == -1
 
 
-def test_span_lengths_are_geometric_and_capped(prepared_data):
-    c = make_collator(prepared_data, "masking.unit=span")
-    toks = np.concatenate([[c.tok.cls_id], np.full(20000, 100), [c.tok.sep_id]])
+@pytest.mark.parametrize("law", ["truncated", "clip"])
+def test_span_lengths_follow_the_closed_form(prepared_data, law):
+    """SpanBERT's truncated geometric (p=0.2, max 10: mean 3.80, P(10)=3.0%) is the default; clipping
+    (mean 4.46, P(10)=13.4%) only on request. Mean and P(len=max) within 4 standard errors."""
+    ov = [] if law == "truncated" else ["masking.span_law=clip"]
+    c = make_collator(prepared_data, "masking.unit=span", *ov)
+    toks = np.concatenate([[c.tok.cls_id], np.full(60000, 100), [c.tok.sep_id]])
     units = c.masker.units(toks, np.ones(len(toks), np.uint8), sample_rng(0, 0, 0))
     lengths = np.bincount(units[units >= 0])[:-1]  # the last span is cut by the sequence end
+    k = np.arange(1, 11)
+    pmf = 0.2 * 0.8 ** (k - 1)
+    if law == "truncated":
+        pmf = pmf / (1 - 0.8 ** 10)
+    else:
+        pmf[-1] = 0.8 ** 9
+    mean, var = (k * pmf).sum(), (k * k * pmf).sum() - (k * pmf).sum() ** 2
+    assert mean == pytest.approx(3.797 if law == "truncated" else 4.463, abs=1e-3)
+    n = len(lengths)
     assert lengths.max() <= 10 and lengths.min() >= 1
-    assert abs(lengths.mean() - (1 - 0.8 ** 10) / 0.2) < 0.15, lengths.mean()
-    assert abs((lengths == 1).mean() - 0.2) < 0.03
+    assert abs(lengths.mean() - mean) < 4 * (var / n) ** 0.5, lengths.mean()
+    p_max = pmf[-1]
+    assert abs((lengths == 10).mean() - p_max) < 4 * (p_max * (1 - p_max) / n) ** 0.5
 
 
 def test_schedules():
@@ -288,8 +302,10 @@ def test_late_mode_partition_and_model_equivalence(prepared_data):
     (["masking.insertion=late", "masking.insert_layer=4"], "insert_layer"),
     (["masking.insertion=late", "masking.insert_layer=0"], "insert_layer"),
     (["masking.unit=pmi"], "pmi_table"),
-    (["masking.unit=pmi", "masking.pmi_table=/nonexistent"], "not a PMI table"),
+    (["masking.unit=pmi", "masking.pmi_table=/nonexistent"], "pmi_table=/nonexistent: no such directory"),
+    (["masking.unit=pmi", "masking.pmi_table=."], "not a PMI table"),
     (["masking.span_p=0"], "span_p"),
+    (["masking.span_law=cut"], "span_law='cut' is not one of truncated, clip"),
 ])
 def test_bad_masking_config(prepared_data, ov, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -23,6 +23,8 @@ def test_recipe_trains_and_loss_decreases(recipe, prepared_data, pmi_table, weig
         extra = [f"masking.informask_weights={weights_table}"]
     if recipe == "late":
         extra = ["masking.insert_layer=1"]  # the tiny model has 2 layers
+    if recipe == "token_dropping":
+        extra = ["model.num_layers=3"]  # layer 1 drops; the first and last see every token
     cfg = load_config("configs/smoke_cpu.yaml", TINY + [f"+masking/{recipe}", f"data.shards={prepared_data}",
                                                         f"train.out_dir={tmp_path / 'run'}", "train.max_steps=30",
                                                         "train.eval_every=30", "train.lr=3e-3",
