@@ -42,6 +42,10 @@ class ModelConfig:
     local_window: int = 128
     rope_theta: float = 160000.0
     local_rope_theta: float = 10000.0
+    # carried from / to Hugging Face for a lossless round trip: bert's pooler (frozen, unused by
+    # the MLM loss) and the attention-probability dropout (our kernels apply none; export writes it)
+    pooler: bool = False
+    attention_dropout: float = 0.0
 
 
 @dataclass
@@ -108,6 +112,9 @@ class TrainConfig:
     launcher: str = "auto"  # auto | single | ddp | deepspeed
     zero_stage: int = 1
     dist_timeout_s: int = 300
+    # continued pretraining: start a NEW run (step 0, fresh optimizer) from an HF directory or a
+    # MaskLab run / checkpoint; the model section comes from the source (pretrain/init_from.py)
+    init_from: str = ""
 
 
 @dataclass
@@ -241,6 +248,7 @@ def validate(cfg: DictConfig) -> None:
              f"masking.insert_layer={m.insert_layer} must be in [1, model.num_layers-1={mo.num_layers - 1}] for late insertion")
     need(mo.preset in ("bert", "modernbert"), f"model.preset='{mo.preset}' is not one of bert, modernbert")
     need(mo.hidden_size % mo.num_heads == 0, f"model.hidden_size={mo.hidden_size} is not divisible by model.num_heads={mo.num_heads}")
+    need(0.0 <= mo.attention_dropout < 1.0, f"model.attention_dropout={mo.attention_dropout} must lie in [0, 1)")
     need(mo.sparse_prediction in ("none", "head", "last_layer"), f"model.sparse_prediction='{mo.sparse_prediction}' is not one of none, head, last_layer")
     if mo.preset == "modernbert":
         need(mo.global_attn_every >= 1, "model.global_attn_every must be >= 1")

@@ -18,11 +18,11 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from masklab import kernels
 from masklab.data_prep.shards import ShardSet
 from masklab.config import require_set, to_yaml
 from masklab.errors import ConfigError, MaskLabError
 from masklab.pretrain import distributed as D
+from masklab.pretrain import init_from
 from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, save_checkpoint
 from masklab.pretrain.data import Collator, StepDataset, eval_batches, step_loader
 from masklab.pretrain.evaluate import evaluate_batches
@@ -144,6 +144,7 @@ def train(cfg) -> dict:
     train.launcher). SIGUSR1/SIGTERM: all ranks agree on the stop step, save, rank 0 requeues
     the Slurm job, and this returns with stopped=True (the process then exits 0)."""
     require_set(cfg, "data.shards")
+    cfg = init_from.configure(cfg)  # train.init_from: the model section comes from the source
     stop = StopFlag()  # before anything slow: a pre-emption signal during start-up must not kill us
     try:
         return _train(cfg, stop)
@@ -159,7 +160,6 @@ def _train(cfg, stop: StopFlag) -> dict:
                           "(started by torchrun/srun): use train.launcher=auto, ddp or deepspeed")
     device = pick_device(cfg.train.device, world)
     D.init(world, device, cfg.train.dist_timeout_s)
-    kernels.set_backend(cfg.kernels.backend)
     if cfg.train.num_threads > 0 and device.type == "cpu":
         torch.set_num_threads(cfg.train.num_threads)
     tc = cfg.train
@@ -184,7 +184,9 @@ def _train(cfg, stop: StopFlag) -> dict:
         check_resume_compatible(load_state(ckpt), compat)
 
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, shards.tokenizer, cfg.masking).to(device)
+    model = build_model(cfg.model, shards.tokenizer, cfg.masking, cfg.kernels.backend).to(device)
+    if ckpt is None:  # a new run; a resume takes its weights from its own checkpoint
+        init_from.load_weights(model, cfg)
     if use_ds:
         engine = DeepSpeedEngine(model, tc, device, world, mb, dataset.accum, cfg.data.batch_size)
     else:
