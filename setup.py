@@ -20,7 +20,7 @@ setup(
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",
         "numpy>=1.24",
-        "transformers>=4.48",  # ModernBertForMaskedLM
+        "transformers>=5.0",  # the tested major: exports use layer_types, rope_parameters
         "tokenizers>=0.20",
         "datasets>=2.19",
         "omegaconf>=2.3",

@@ -53,6 +53,10 @@ class ModelConfig:
     rope_theta: float = 160000.0
     local_rope_theta: float = 10000.0
     token_drop: TokenDropConfig = field(default_factory=TokenDropConfig)
+    # carried from / to Hugging Face for a lossless round trip: bert's pooler (frozen, unused by
+    # the MLM loss) and the attention-probability dropout (our kernels apply none; export writes it)
+    pooler: bool = False
+    attention_dropout: float = 0.0
 
 
 @dataclass
@@ -125,6 +129,9 @@ class TrainConfig:
     allow_tf32: bool = True  # CUDA: fp32 matmuls on TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32)
     # load DeepSpeed state (pickle: code can run) from a checkpoint not signed by this out_dir's run key
     trust_checkpoint: bool = False
+    # continued pretraining: start a NEW run (step 0, fresh optimizer) from an HF directory or a
+    # MaskLab run / checkpoint; the model section comes from the source (pretrain/init_from.py)
+    init_from: str = ""
 
 
 @dataclass
@@ -281,6 +288,7 @@ def validate(cfg: DictConfig) -> None:
     need(mo.num_heads >= 1 and mo.num_layers >= 1 and mo.hidden_size >= 1,
          "model.hidden_size, model.num_layers and model.num_heads must be >= 1")
     need(mo.hidden_size % mo.num_heads == 0, f"model.hidden_size={mo.hidden_size} is not divisible by model.num_heads={mo.num_heads}")
+    need(0.0 <= mo.attention_dropout < 1.0, f"model.attention_dropout={mo.attention_dropout} must lie in [0, 1)")
     need(mo.sparse_prediction in ("none", "head", "last_layer"), f"model.sparse_prediction='{mo.sparse_prediction}' is not one of none, head, last_layer")
     if mo.preset == "modernbert":
         need(mo.global_attn_every >= 1, "model.global_attn_every must be >= 1")

@@ -25,35 +25,43 @@ def _export(args: argparse.Namespace) -> int:
     from masklab.pretrain.hf_io import export_hf
 
     out = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
-    print(f"exported Hugging Face model: {out}")
+    head = json.loads((out / "masklab_export.json").read_text()).get("mlm_head")
+    print(f"exported Hugging Face model: {out}" + (" (MLM head: initialised on import, not pretrained)"
+                                                    if head == "initialised" else ""))
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
-    """HF directory -> a MaskLab checkpoint (step 0) that `train.resume=<dir>` can continue from."""
+    """HF directory -> a MaskLab checkpoint (step 0): a `train.init_from` source and a valid
+    `train.resume` point (its state.json carries the compat keys an import can know)."""
     import shutil
 
     from omegaconf import OmegaConf
 
-    from masklab.data_prep.tokenizer import save_tokenizer
+    from masklab.data_prep.tokenizer import file_sha256, save_tokenizer
+    from masklab.errors import CheckpointError
     from masklab.pretrain.checkpoint import save_checkpoint
-    from masklab.pretrain.hf_io import import_hf
-    from masklab.config import from_yaml_text
+    from masklab.pretrain.hf_io import import_hf_model
+    from masklab.pretrain.masking import MASKING_ALGORITHM
 
-    model, tok, cfg = import_hf(args.hf_dir)
-    cfg = OmegaConf.merge(cfg, {"data": {"shards": "<set data.shards>"}})
     run = Path(args.out)
     if run.exists() and any(run.iterdir()):
-        from masklab.errors import CheckpointError
         raise CheckpointError(f"import target {run} exists and is not empty")
+    imp = import_hf_model(args.hf_dir)
+    cfg = OmegaConf.merge(imp.cfg, {"data": {"shards": "<set data.shards>"}})
     tmp_tok = run.parent / f".{run.name}.tok-{os.getpid()}"
-    save_tokenizer(tok, tmp_tok)
+    f = save_tokenizer(imp.tokenizer, tmp_tok)
+    # batch size, seed and masking are the resuming run's choice; the tokenizer and the masking
+    # algorithm are not (a resume on data from another tokenizer is refused by train.py)
+    compat = {"masking.algorithm": MASKING_ALGORITHM, "data.shards_sha": file_sha256(f)}
+    state = {"imported_from": str(Path(args.hf_dir).resolve()), "mlm_head": imp.mlm_head, "compat": compat,
+             "data_position": 0}
     try:
-        path = save_checkpoint(run, 0, model, None, {"imported_from": str(Path(args.hf_dir).resolve())},
-                               to_yaml(cfg), tmp_tok)
+        path = save_checkpoint(run, 0, imp.model, None, state, to_yaml(cfg), tmp_tok)
     finally:
         shutil.rmtree(tmp_tok, ignore_errors=True)
-    print(f"imported {args.hf_dir} -> {path}")
+    print(f"imported {args.hf_dir} -> {path}" + (" (no MLM head in the source: initialised at random)"
+                                                 if imp.mlm_head == "initialised" else ""))
     return 0
 
 

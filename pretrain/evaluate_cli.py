@@ -8,6 +8,9 @@ recipes compare on the same held-out predictions. PLL is scored on the first N h
 from __future__ import annotations
 
 import json
+import logging
+
+log = logging.getLogger("masklab.evaluate")
 
 # the fixed evaluation masking (masking section overrides)
 EVAL_MASKING = {"eval_rate": 0.15, "unit": "token", "selector": "budget", "mask_prob": 0.8, "random_prob": 0.1,
@@ -24,6 +27,7 @@ def _evaluate(args) -> int:
     from masklab.pretrain.data import Collator, eval_batches
     from masklab.pretrain.evaluate import evaluate_batches
     from masklab.pretrain.hf_io import load_pretrained, resolve_checkpoint
+    from masklab.pretrain.init_from import head_origin
     from masklab.pretrain.pll import pll_report_ids
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -35,7 +39,11 @@ def _evaluate(args) -> int:
     cfg = OmegaConf.merge(cfg, {"data": {"shards": args.shards}, "masking": EVAL_MASKING,
                                 "train": {"seed": args.seed}})
     c = Collator(cfg, shards)
-    res = {"checkpoint": str(args.checkpoint), "split": args.split, "mask_rate": 0.15, "seed": args.seed}
+    res = {"checkpoint": str(args.checkpoint), "split": args.split, "mask_rate": 0.15, "seed": args.seed,
+           "mlm_head": head_origin(resolve_checkpoint(args.checkpoint))}
+    if res["mlm_head"] == "initialised":
+        log.warning("%s: the MLM head was initialised at random on import (the source had none): masked-token "
+                    "numbers measure only what this run trained", args.checkpoint)
     res.update(evaluate_batches(model, eval_batches(c, args.batch_size, args.batches), device))
     n = min(args.pll_sentences, len(c.samples))
     if n > 0:

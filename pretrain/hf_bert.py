@@ -1,7 +1,8 @@
 """`bert` preset <-> transformers' BertForMaskedLM: config and weight mapping, both ways.
 
 Our fused Wqkv is split into query/key/value; the decoder is tied to the word embeddings
-in both. The exported config carries the padded vocab size.
+in both. The exported config carries the padded vocab size, the pooler when the model has one,
+attention_probs_dropout_prob and position_embedding_type, so import -> export is lossless.
 """
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ _TOP = {
     "head.LayerNorm.weight": "cls.predictions.transform.LayerNorm.weight",
     "head.LayerNorm.bias": "cls.predictions.transform.LayerNorm.bias",
     "head.bias": "cls.predictions.bias",
+    "pooler.dense.weight": "bert.pooler.dense.weight",  # optional (model.pooler)
+    "pooler.dense.bias": "bert.pooler.dense.bias",
+}
+# source keys that are not weights of ours, each with why dropping it loses nothing (logged on import)
+ALLOWED_UNMAPPED = {
+    "bert.embeddings.position_ids": "a constant arange buffer, rebuilt by every model",
+    "cls.predictions.decoder.weight": "the tied decoder: the word embeddings (checked equal)",
+    "cls.predictions.decoder.bias": "the decoder bias, the same tensor as cls.predictions.bias (checked equal)",
+    "cls.seq_relationship.weight": "BertForPreTraining's next-sentence head: MaskLab trains MLM only",
+    "cls.seq_relationship.bias": "BertForPreTraining's next-sentence head: MaskLab trains MLM only",
 }
 
 
@@ -35,15 +46,16 @@ def hf_config(model_cfg, vocab_size: int, pad_id: int = 0) -> BertConfig:
     return BertConfig(vocab_size=vocab_size, hidden_size=model_cfg.hidden_size,
                       num_hidden_layers=model_cfg.num_layers, num_attention_heads=model_cfg.num_heads,
                       intermediate_size=model_cfg.intermediate_size, hidden_act="gelu",
-                      hidden_dropout_prob=model_cfg.hidden_dropout, attention_probs_dropout_prob=0.0,
+                      hidden_dropout_prob=model_cfg.hidden_dropout,
                       max_position_embeddings=model_cfg.max_position_embeddings,
                       type_vocab_size=model_cfg.type_vocab_size, initializer_range=model_cfg.initializer_range,
                       layer_norm_eps=model_cfg.layer_norm_eps, pad_token_id=pad_id, tie_word_embeddings=True,
+                      attention_probs_dropout_prob=model_cfg.attention_dropout, position_embedding_type="absolute",
                       architectures=["BertForMaskedLM"])
 
 
 def to_hf_state_dict(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    out = {hf: state[ours] for ours, hf in _TOP.items()}
+    out = {hf: state[ours] for ours, hf in _TOP.items() if ours in state}  # the pooler is optional
     out["cls.predictions.decoder.weight"] = state["embeddings.word_embeddings.weight"]
     out["cls.predictions.decoder.bias"] = state["head.bias"]
     for i in range(num_layers):
@@ -57,10 +69,17 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], num_layers: int) -> dict[st
     return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
+def canonical_keys(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """BertModel checkpoints have no `bert.` prefix (and no MLM head): name them as BertForMaskedLM does."""
+    if any(k.startswith("bert.") for k in hf):
+        return hf
+    return {("bert." + k if not k.startswith("cls.") else k): v for k, v in hf.items()}
+
+
 def from_hf_state_dict(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    # BertModel checkpoints have no `bert.` prefix and no MLM head
-    if not any(k.startswith("bert.") for k in hf):
-        hf = {("bert." + k if not k.startswith("cls.") else k): v for k, v in hf.items()}
+    """BertForMaskedLM / BertModel state (canonical_keys names) -> ours; keys it does not use are
+    found by the caller (hf_io) against ALLOWED_UNMAPPED."""
+    hf = canonical_keys(hf)
     out = {}
     for ours, name in _TOP.items():
         if name in hf:
@@ -93,4 +112,15 @@ def model_cfg_from_hf(hf_cfg, base) -> None:
     base.type_vocab_size = hf_cfg.type_vocab_size
     base.layer_norm_eps = hf_cfg.layer_norm_eps
     base.hidden_dropout = hf_cfg.hidden_dropout_prob
+    base.attention_dropout = float(getattr(hf_cfg, "attention_probs_dropout_prob", 0.0) or 0.0)
     base.initializer_range = hf_cfg.initializer_range
+
+
+def used_keys(hf: dict[str, torch.Tensor], num_layers: int) -> set[str]:
+    """The canonical source keys from_hf_state_dict reads."""
+    names = set(_TOP.values())
+    for i in range(num_layers):
+        q = f"bert.encoder.layer.{i}."
+        names |= {q + n for n in _LAYER.values()}
+        names |= {q + f"attention.self.{n}.{w}" for n in ("query", "key", "value") for w in ("weight", "bias")}
+    return names & set(canonical_keys(hf))

@@ -2,15 +2,19 @@
 
 - `export_hf(checkpoint, out_dir)`: config.json + model.safetensors + tokenizer files; loads
   with `AutoModelForMaskedLM.from_pretrained(out_dir)` (no remote code).
-- `import_hf(hf_dir)`: an HF BERT / ModernBERT directory (MLM or base model) -> our model.
+- `import_hf(hf_dir)`: an HF BERT / ModernBERT directory (MLM or base model) -> our model
+  (`import_hf_model` also says whether the MLM head came from the source).
 - `load_pretrained(path)`: our checkpoint dir or run dir (latest checkpoint) -> model.
-Each preset's mapping lives in `pretrain.hf_<preset>` (hf_config, to_hf_state_dict,
-from_hf_state_dict, model_cfg_from_hf, optionally export_blockers); this module checks what
-no mapping can carry: options the HF class cannot express, untied decoders, vocab mismatches.
+Each preset's mapping lives in `pretrain.hf_<preset>` (hf_config, to_hf_state_dict, canonical_keys,
+from_hf_state_dict, used_keys, ALLOWED_UNMAPPED, model_cfg_from_hf, optionally export_blockers);
+this module checks what no mapping can carry: options the HF class cannot express, untied
+decoders, vocab mismatches, source weights nothing maps.
 """
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,18 +25,24 @@ from masklab.data_prep.tokenizer import load_tokenizer
 from masklab.config import MaskLabConfig, load_saved_config
 from masklab.errors import CheckpointError
 from masklab.pretrain.checkpoint import MARKER, latest_checkpoint, load_model_weights
+from masklab.pretrain.init_from import head_origin
 from masklab.pretrain.model import build_model
 
-SUPPORTED_HF = {"bert": "masklab.pretrain.hf_bert", "modernbert": "masklab.pretrain.hf_modernbert"}
+log = logging.getLogger("masklab.hf")
+HEAD_PREFIXES = ("cls.predictions.", "head.", "decoder.")  # MLM-head weights in HF BERT / ModernBERT files
 
 
 def _mapping(preset: str):
-    import importlib
+    """The preset's HF mapping module (imported when used: it pulls in transformers)."""
+    if preset == "bert":
+        from masklab.pretrain import hf_bert
 
-    try:
-        return importlib.import_module(SUPPORTED_HF[preset])
-    except (KeyError, ModuleNotFoundError):
-        raise CheckpointError(f"preset '{preset}' has no Hugging Face mapping in this build") from None
+        return hf_bert
+    if preset == "modernbert":
+        from masklab.pretrain import hf_modernbert
+
+        return hf_modernbert
+    raise CheckpointError(f"preset '{preset}' has no Hugging Face mapping in this build")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -89,22 +99,46 @@ def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) ->
         # training; encoder use (AutoModel) is exact, MLM predictions are the input-mask variant
         meta = {"source_checkpoint": str(ckpt.resolve()), "preset": cfg.model.preset,
                 "tokenizer_vocab_size": info.vocab_size, "padded_vocab_size": model.vocab_size,
-                "masking_insertion": cfg.masking.insertion, "insert_layer": cfg.masking.insert_layer}
+                "masking_insertion": cfg.masking.insertion, "insert_layer": cfg.masking.insert_layer,
+                "mlm_head": head_origin(ckpt)}
+        if meta["mlm_head"] == "initialised":
+            log.warning("%s: the MLM head was initialised at random on import (the source had none); fill-mask "
+                        "reflects only the MLM training since", ckpt)
         (tmp / "masklab_export.json").write_text(json.dumps(meta, indent=1))
     return out
 
 
 def _save_hf_tokenizer(tokenizer_json: Path, out: Path, cfg, info) -> None:
+    """tokenizer.json + HF tokenizer config; emits token_type_ids where the model has segment
+    embeddings to take them (bert with type_vocab_size > 1), as BERT tokenizers do."""
     from transformers import PreTrainedTokenizerFast
 
+    names = ["input_ids", "attention_mask"]
+    if cfg.model.preset == "bert" and cfg.model.type_vocab_size > 1:
+        names = ["input_ids", "token_type_ids", "attention_mask"]
     fast = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=cfg.model.max_position_embeddings)
+                                   model_max_length=cfg.model.max_position_embeddings, model_input_names=names)
     fast.save_pretrained(out)
+
+
+@dataclass
+class Imported:
+    model: torch.nn.Module
+    tokenizer: object  # tokenizers.Tokenizer
+    cfg: object  # the MaskLab config (model section from the source)
+    mlm_head: str  # "pretrained" (from the source) | "initialised" (the source had none)
 
 
 def import_hf(hf_dir: str | Path, device: str | torch.device = "cpu"):
     """HF BERT/ModernBERT MLM or base-model directory -> (our model, tokenizers.Tokenizer, config)."""
+    imp = import_hf_model(hf_dir, device)
+    return imp.model, imp.tokenizer, imp.cfg
+
+
+def import_hf_model(hf_dir: str | Path, device: str | torch.device = "cpu") -> Imported:
+    """import_hf, and whether the MLM head came from the source. Every source weight is mapped
+    or on the preset's ALLOWED_UNMAPPED list (logged); anything else is an error."""
     from omegaconf import OmegaConf
     from transformers import AutoConfig
 
@@ -134,24 +168,46 @@ def import_hf(hf_dir: str | Path, device: str | torch.device = "cpu"):
     hf_state = {}
     for f in files:
         hf_state.update(load_file(str(f)))
+    hf_state = m.canonical_keys(hf_state)
     _check_tied(hf_state, d)
-    model = build_model(cfg.model, info)
+    _check_all_mapped(m, hf_state, cfg.model.num_layers, d)
     ours = m.from_hf_state_dict(hf_state, cfg.model.num_layers)
+    cfg.model.pooler = "pooler.dense.weight" in ours
+    model = build_model(cfg.model, info)
     missing, unexpected = model.load_state_dict(ours, strict=False)
-    unexpected = [k for k in unexpected]
     if unexpected:
         raise CheckpointError(f"unexpected weights when importing {d}: {unexpected[:5]}")
     head_missing = [k for k in missing if k.startswith("head.")]
     if set(missing) - set(head_missing):
         raise CheckpointError(f"weights missing when importing {d}: {sorted(set(missing) - set(head_missing))[:5]}")
-    return model.to(device).eval(), tok, cfg
+    if head_missing and len(head_missing) < len([k for k in model.state_dict() if k.startswith("head.")]):
+        raise CheckpointError(f"{d} has a partial MLM head (missing {head_missing[:3]})")
+    if head_missing:
+        log.warning("%s has no MLM head (an encoder-only checkpoint): the head is initialised at random; "
+                    "fill-mask and PLL are noise until it is trained (recorded as mlm_head: initialised)", d)
+    return Imported(model.to(device).eval(), tok, cfg, "initialised" if head_missing else "pretrained")
+
+
+def _check_all_mapped(m, hf_state: dict[str, torch.Tensor], num_layers: int, d: Path) -> None:
+    """No source weight is dropped silently: unmapped keys must be on the preset's allow-list."""
+    unmapped = sorted(set(hf_state) - m.used_keys(hf_state, num_layers))
+    unknown = [k for k in unmapped if k not in m.ALLOWED_UNMAPPED]
+    if unknown:
+        raise CheckpointError(f"{d}: {len(unknown)} source weight(s) MaskLab cannot map, e.g. {unknown[:3]} "
+                              "(refusing to drop them)")
+    for k in unmapped:
+        log.info("import %s: not carried: %s (%s)", d.name, k, m.ALLOWED_UNMAPPED[k])
 
 
 def _check_tied(hf_state: dict[str, torch.Tensor], d: Path) -> None:
-    """Both presets tie the MLM decoder to the word embeddings; an untied, different decoder
-    would be dropped silently, so it is an error."""
+    """Both presets tie the MLM decoder to the word embeddings (and BERT's decoder bias to
+    cls.predictions.bias); an untied, different tensor would be dropped silently, so it is an error."""
     emb = [v for k, v in hf_state.items() if k.endswith(("word_embeddings.weight", "tok_embeddings.weight"))]
     for k, v in hf_state.items():
         if k.endswith("decoder.weight") and emb and not torch.equal(v, emb[0]):
             raise CheckpointError(f"{d}: {k} is not tied to the word embeddings (tie_word_embeddings=False); "
                                   "MaskLab presets tie them and cannot import it")
+    bias, dbias = hf_state.get("cls.predictions.bias"), hf_state.get("cls.predictions.decoder.bias")
+    if bias is not None and dbias is not None and not torch.equal(bias, dbias):
+        raise CheckpointError(f"{d}: cls.predictions.decoder.bias differs from cls.predictions.bias "
+                              "(MaskLab's bert preset has one decoder bias)")

@@ -18,6 +18,9 @@ _TOP = {"embeddings.tok_embeddings.weight": "model.embeddings.tok_embeddings.wei
         "embeddings.norm.weight": "model.embeddings.norm.weight", "final_norm.weight": "model.final_norm.weight",
         "head.dense.weight": "head.dense.weight", "head.norm.weight": "head.norm.weight", "head.bias": "decoder.bias"}
 EMBEDDING_KEY, DECODER_KEY = "model.embeddings.tok_embeddings.weight", "decoder.weight"
+# source keys that are not weights of ours, each with why dropping it loses nothing (logged on import)
+ALLOWED_UNMAPPED = {DECODER_KEY: "the tied decoder: the token embeddings (checked equal)"}
+HEAD_KEYS = ("head.", "decoder.")  # names a bare ModernBertModel keeps unprefixed
 # model-section fields that define the function the HF class computes (the export round-trip checks them)
 ARCH_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "layer_norm_eps",
                "global_attn_every", "local_window", "rope_theta", "local_rope_theta")
@@ -56,7 +59,7 @@ def hf_config(model_cfg, vocab_size: int, pad_id: int = 0, cls_id: int = 2, sep_
         hidden_activation="gelu", classifier_activation="gelu",  # ACT2FN["gelu"] is erf GELU = F.gelu
         norm_bias=False, attention_bias=False, mlp_bias=False, classifier_bias=False, decoder_bias=True,
         sparse_prediction=False,  # full [B, L, V] logits, as fill-mask and AutoModelForMaskedLM users expect
-        embedding_dropout=d, mlp_dropout=d, attention_dropout=d,
+        embedding_dropout=d, mlp_dropout=d, attention_dropout=float(model_cfg.attention_dropout),
         initializer_range=model_cfg.initializer_range, pad_token_id=pad_id, bos_token_id=cls_id,
         eos_token_id=sep_id, cls_token_id=cls_id, sep_token_id=sep_id, tie_word_embeddings=True,
         architectures=["ModernBertForMaskedLM"])
@@ -73,10 +76,22 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], num_layers: int) -> dict[st
     return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
+def canonical_keys(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A bare ModernBertModel checkpoint has no `model.` prefix: name it as the MLM class does."""
+    if any(k.startswith("model.") for k in hf):
+        return hf
+    return {(k if k.startswith(HEAD_KEYS) else f"model.{k}"): v for k, v in hf.items()}
+
+
+def used_keys(hf: dict[str, torch.Tensor], num_layers: int) -> set[str]:
+    """The canonical source keys from_hf_state_dict reads."""
+    names = set(_TOP.values()) | {f"model.layers.{i}.{n}" for i in range(num_layers) for n in _LAYER.values()}
+    return names & set(canonical_keys(hf))
+
+
 def from_hf_state_dict(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """ModernBertForMaskedLM / ModernBertModel state -> ours (a bare encoder has no head.* keys)."""
-    if not any(k.startswith("model.") for k in hf):  # a bare ModernBertModel checkpoint
-        hf = {(k if k.startswith(("head.", "decoder.")) else f"model.{k}"): v for k, v in hf.items()}
+    hf = canonical_keys(hf)
     out = {ours: hf[name] for ours, name in _TOP.items() if name in hf}
     if "head.dense.weight" in hf and "decoder.bias" not in hf:  # decoder_bias=False: a zero bias is the same
         out["head.bias"] = torch.zeros(hf[EMBEDDING_KEY].shape[0], dtype=hf[EMBEDDING_KEY].dtype)
@@ -120,4 +135,5 @@ def model_cfg_from_hf(hf_cfg, base) -> None:
     base.rope_theta = float(rp["full_attention"]["rope_theta"])
     base.local_rope_theta = float(rp.get("sliding_attention", rp["full_attention"])["rope_theta"])
     base.hidden_dropout = float(hf_cfg.embedding_dropout)
+    base.attention_dropout = float(hf_cfg.attention_dropout)
     base.initializer_range = float(hf_cfg.initializer_range)

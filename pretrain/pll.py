@@ -9,10 +9,13 @@ Pseudo-perplexity = exp(-sum PLL / number of scored tokens).
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable, Optional
 
 import torch
+
+log = logging.getLogger("masklab.pll")
 
 
 @torch.no_grad()
@@ -26,6 +29,8 @@ def pll_tokens(model, ids: torch.Tensor, special: Iterable[int], mask_id: int, m
     special = {int(s) for s in special}
     L = int(ids.shape[0])
     targets = torch.tensor([i for i in range(L) if int(ids[i]) not in special], dtype=torch.long, device=device)
+    if targets.numel() == 0:  # only specials: nothing to score (split() would yield one empty chunk)
+        return torch.zeros(0, dtype=torch.float64)
     per_chunk = max(1, min(max_copies, max_tokens // max(L, 1)))
     out = []
     for chunk in targets.split(per_chunk):
@@ -37,25 +42,31 @@ def pll_tokens(model, ids: torch.Tensor, special: Iterable[int], mask_id: int, m
         rows = torch.arange(n, device=device) * L + chunk  # the masked slot of each copy
         logp = torch.log_softmax(model.mlm_logits(h.index_select(0, rows)).double(), -1)  # [n, V]
         out.append(logp.gather(1, ids[chunk][:, None]).squeeze(1))
-    return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.float64)
+    return torch.cat(out).cpu()
 
 
 def pll_report_ids(model, sentences: Iterable[torch.Tensor], special: Iterable[int], mask_id: int) -> dict:
     """Token-id sentences (int64 [L_i], specials included) -> {pll_per_token, pseudo_perplexity,
-    pll_per_sentence, tokens, sentences}; sentences with nothing to score are skipped."""
+    pll_per_sentence, tokens, sentences, skipped_sentences}; sentences with nothing to score
+    (only special tokens) are skipped and counted."""
     was = model.training
     model.eval()
-    total, n, count = 0.0, 0, 0
+    total, n, count, skipped = 0.0, 0, 0, 0
     try:
         for ids in sentences:
             lp = pll_tokens(model, ids, special, mask_id)
             if len(lp):
                 total, n, count = total + float(lp.sum()), n + len(lp), count + 1
+            else:
+                skipped += 1
     finally:
         model.train(was)
+    if skipped:
+        log.warning("PLL: skipped %d sentence(s) with nothing to score (only special tokens)", skipped)
     per = total / max(n, 1)
     return {"pll_per_token": per, "pseudo_perplexity": math.exp(-per) if n else float("nan"),
-            "pll_per_sentence": total / max(count, 1), "tokens": n, "sentences": count}
+            "pll_per_sentence": total / max(count, 1), "tokens": n, "sentences": count,
+            "skipped_sentences": skipped}
 
 
 def pll_report(model, tokenizer, texts: list[str], special: Iterable[int], mask_id: int,

@@ -8,10 +8,10 @@ from typing import Any, Optional
 
 import torch
 
-from masklab import kernels
 from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError
 from masklab.pretrain import distributed as D
+from masklab.pretrain import init_from
 from masklab.pretrain.data import Collator, StepDataset, eval_batches
 from masklab.pretrain.engine import DeepSpeedEngine, Engine
 from masklab.pretrain.metrics import matmul_peak_flops
@@ -71,7 +71,6 @@ def setup(cfg) -> RunState:
                           "(started by torchrun/srun): use train.launcher=auto, ddp or deepspeed")
     device = pick_device(tc.device, world)
     D.init(world, device, tc.dist_timeout_s)
-    kernels.set_backend(cfg.kernels.backend)
     if tc.num_threads > 0 and device.type == "cpu":
         torch.set_num_threads(tc.num_threads)
     shards = ShardSet(cfg.data.shards, "train")
@@ -94,8 +93,10 @@ def build_engine(run: RunState) -> None:
     """The model (seeded) and the engine that steps it."""
     tc = run.cfg.train
     torch.manual_seed(tc.seed)
-    run.model = prepare_for_device(build_model(run.cfg.model, run.shards.tokenizer, run.cfg.masking).to(run.device),
-                                   run.cfg.train, run.device)
+    model = build_model(run.cfg.model, run.shards.tokenizer, run.cfg.masking, run.cfg.kernels.backend).to(run.device)
+    if run.ckpt is None:  # a new run; a resume takes its weights from its own checkpoint
+        init_from.load_weights(model, run.cfg)
+    run.model = prepare_for_device(model, tc, run.device)
     if run.use_ds:
         run.engine = DeepSpeedEngine(run.model, tc, run.device, run.world, run.micro_batch, run.dataset.accum,
                                      run.cfg.data.batch_size)

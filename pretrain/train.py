@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from masklab.config import require_set, to_yaml
 from masklab.errors import MaskLabError
 from masklab.pretrain import distributed as D
+from masklab.pretrain import init_from
 from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, move_aside_after, save_checkpoint
 from masklab.pretrain.data import step_loader
 from masklab.pretrain.evaluate import evaluate_batches
@@ -39,6 +40,7 @@ def train(cfg, hooks: Optional[TrainHooks] = None) -> dict:
     requeues the Slurm job; SIGTERM (scancel): the same without the requeue. Both return
     stopped=True (the process then exits 0). `hooks`: test-only fault injection."""
     require_set(cfg, "data.shards")
+    cfg = init_from.configure(cfg)  # train.init_from: the model section comes from the source
     stop = StopFlag()  # before anything slow: a pre-emption signal during start-up must not kill us
     try:
         run = setup(cfg)

@@ -1,13 +1,24 @@
-"""Model presets. `build_model(model_cfg, tokenizer_info, masking_cfg)` is the one constructor."""
+"""Model presets. `build_model(model_cfg, tokenizer_info, masking_cfg, backend)` is the one constructor."""
 from __future__ import annotations
 
-import importlib
-
 from masklab.errors import ConfigError
-from masklab.pretrain.model.bert import BertMLM
+from masklab.pretrain.model.encoder import EncoderMLM
 from masklab.pretrain.model.token_drop import attach_token_drop
 
-PRESETS = {"bert": "masklab.pretrain.model.bert:BertMLM", "modernbert": "masklab.pretrain.model.modernbert:ModernBertMLM"}
+
+def _bert():
+    from masklab.pretrain.model.bert import BertMLM
+
+    return BertMLM
+
+
+def _modernbert():
+    from masklab.pretrain.model.modernbert import ModernBertMLM
+
+    return ModernBertMLM
+
+
+PRESETS = {"bert": _bert, "modernbert": _modernbert}  # preset name -> the class (imported when used)
 
 
 def padded_vocab_size(n: int, multiple: int) -> int:
@@ -15,19 +26,15 @@ def padded_vocab_size(n: int, multiple: int) -> int:
     return n if multiple <= 1 else (n + multiple - 1) // multiple * multiple
 
 
-def build_model(model_cfg, tok_info, masking_cfg=None):
+def build_model(model_cfg, tok_info, masking_cfg=None, backend: str = "auto") -> EncoderMLM:
+    """The model for a (validated) config. `backend` (config `kernels.backend`) is the kernels
+    backend every op of this model uses; it is the model's own, not a process-wide setting."""
     vocab = model_cfg.vocab_size or padded_vocab_size(tok_info.vocab_size, model_cfg.pad_vocab_multiple)
     if vocab < tok_info.vocab_size:
         raise ConfigError(f"model.vocab_size={vocab} is smaller than the tokenizer's vocabulary ({tok_info.vocab_size})")
-    target = PRESETS.get(model_cfg.preset)
-    if target is None:
+    if model_cfg.preset not in PRESETS:
         raise ConfigError(f"model.preset='{model_cfg.preset}' is not one of {', '.join(PRESETS)}")
-    mod, cls = target.split(":")
-    try:
-        model_cls = getattr(importlib.import_module(mod), cls)
-    except ModuleNotFoundError:
-        raise ConfigError(f"model.preset='{model_cfg.preset}' is not available in this build") from None
-    model = model_cls(model_cfg, vocab)
+    model = PRESETS[model_cfg.preset]()(model_cfg, vocab, backend)
     model.mask_token_id = tok_info.mask_id
     attach_token_drop(model, model_cfg.token_drop, model_cfg.num_layers, vocab, tok_info.special_ids)
     if masking_cfg is not None and masking_cfg.insertion == "late":  # the layer range: masklab.config.validate
@@ -35,4 +42,4 @@ def build_model(model_cfg, tok_info, masking_cfg=None):
     return model
 
 
-__all__ = ["build_model", "padded_vocab_size", "BertMLM"]
+__all__ = ["build_model", "padded_vocab_size", "EncoderMLM"]

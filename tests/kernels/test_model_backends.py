@@ -1,11 +1,11 @@
-"""The model gives the same loss and gradients with kernels.backend=triton (interpreted) as with torch."""
+"""The model gives the same loss and gradients with kernels.backend=triton (interpreted) as with torch,
+and the backend is the model's own: two models with different backends live in one process."""
 import numpy as np
 import pytest
 import torch
 
-from masklab import kernels
-from masklab.data_prep import ShardSet
 from masklab.config import load_config
+from masklab.data_prep import ShardSet
 from masklab.pretrain.data import Collator
 from masklab.pretrain.model import build_model
 
@@ -20,19 +20,33 @@ def test_triton_and_torch_backends_agree(prepared_data, extra):
                                                  "model.intermediate_size=96", "model.hidden_dropout=0", *extra])
     shards = ShardSet(prepared_data)
     batch = Collator(cfg, shards)(np.arange(4), 0)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, shards.tokenizer, cfg.masking)
+    models = {}
+    for backend in ("torch", "triton"):  # both alive at once, same weights
+        torch.manual_seed(0)
+        models[backend] = build_model(cfg.model, shards.tokenizer, cfg.masking, backend=backend)
     results = {}
-    for backend in ("torch", "triton"):
-        kernels.set_backend(backend)
-        try:
-            out = model(batch)
-            grads = torch.autograd.grad(out["loss_sum"], list(model.parameters()))
-        finally:
-            kernels.set_backend("auto")
+    for backend, model in models.items():
+        out = model(batch)
+        grads = torch.autograd.grad(out["loss_sum"], list(model.parameters()))
         results[backend] = (out["loss_sum"].detach(), int(out["n_correct"]), grads)
     (la, ca, ga), (lb, cb, gb) = results["torch"], results["triton"]
     torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-5)
     assert ca == cb
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_each_model_uses_its_own_backend(prepared_data):
+    """No process-wide backend: a model built for a backend that cannot run here fails, while a
+    torch model beside it in the same process keeps working."""
+    cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}", "data.seq_len=24",
+                                                 "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
+                                                 "model.intermediate_size=32"])
+    shards = ShardSet(prepared_data)
+    batch = Collator(cfg, shards)(np.arange(2), 0)
+    ok = build_model(cfg.model, shards.tokenizer, backend="torch").eval()
+    cuda_only = build_model(cfg.model, shards.tokenizer, backend="flash_attn")  # needs CUDA tensors
+    before = ok(batch)["loss_sum"]
+    with pytest.raises(RuntimeError, match="flash_attn"):
+        cuda_only(batch)
+    assert torch.equal(ok(batch)["loss_sum"], before)

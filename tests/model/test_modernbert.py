@@ -9,7 +9,6 @@ from masklab.data_prep import ShardSet
 from masklab.config import load_config
 from masklab.pretrain.data import Collator
 from masklab.pretrain.model import build_model
-from masklab.pretrain.model.modernbert import rope_tables
 from tests.model.util import checkpoint, mixed_batch, tiny_cfg
 
 
@@ -32,13 +31,13 @@ def test_local_layers_see_only_the_window(prepared_data, tmp_path):
     _, m = checkpoint(prepared_data, tmp_path, "modernbert")
     layer, L = m.layers[1], 30
     x = torch.randn(L, 64)
-    rope = rope_tables(torch.arange(L), m.head_dim, m._thetas)
+    stream = m.stream(torch.arange(L))
     cu = torch.tensor([0, L], dtype=torch.int32)
     with torch.no_grad():
-        a = layer(x, cu, L, rope)
+        a = layer(x, cu, L, stream)
         x2 = x.clone()
         x2[20] += 1.0
-        changed = (layer(x2, cu, L, rope) - a).abs().amax(-1) > 0
+        changed = (layer(x2, cu, L, stream) - a).abs().amax(-1) > 0
     assert changed.nonzero().flatten().tolist() == list(range(16, 25))
 
 
@@ -80,14 +79,14 @@ def test_late_insertion_inserts_the_mask_embedding(prepared_data):
             vis = (ids != shards.tokenizer.mask_id).nonzero().flatten()
             nv = len(vis)
             h = m.embeddings(ids[vis])
-            rope = rope_tables(pos[vis], m.head_dim, m._thetas)
+            stream = m.stream(pos[vis])
             for layer in m.layers[:2]:
-                h = layer(h, torch.tensor([0, nv], dtype=torch.int32), nv, rope)
+                h = layer(h, torch.tensor([0, nv], dtype=torch.int32), nv, stream)
             full = m.embeddings(torch.full_like(ids, shards.tokenizer.mask_id))
             full[vis] = h
-            rope = rope_tables(pos, m.head_dim, m._thetas)
+            stream = m.stream(pos)
             for layer in m.layers[2:]:
-                full = layer(full, torch.tensor([0, e - a], dtype=torch.int32), e - a, rope)
+                full = layer(full, torch.tensor([0, e - a], dtype=torch.int32), e - a, stream)
             sel = (b.mlm_positions >= a) & (b.mlm_positions < e)
             logits = m.mlm_logits(m.final_norm(full))[b.mlm_positions[sel] - a]
             total += float(F.cross_entropy(logits, b.mlm_labels[sel], reduction="sum"))

@@ -84,3 +84,16 @@ def test_evaluate_cli(prepared_data, tmp_path, capsys):
     r = subprocess.run([sys.executable, "-m", "masklab.cli", "evaluate", str(ck), "--shards", str(tmp_path)],
                        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert r.returncode == 2 and "error" in r.stderr and "Traceback" not in r.stderr  # bad --shards: one clear line
+
+
+def test_pll_skips_samples_with_nothing_to_score(prepared_data, tmp_path, caplog):
+    from masklab.pretrain.pll import pll_report_ids
+
+    _, m = checkpoint(prepared_data, tmp_path, "bert")
+    _, info = load_tokenizer(prepared_data / "tokenizer")
+    only_specials = torch.tensor([info.cls_id, info.sep_id])
+    assert len(pll_tokens(m, only_specials, set(info.special_ids), info.mask_id)) == 0  # used to raise
+    rep = pll_report_ids(m, [only_specials, torch.tensor([info.cls_id, 50, 60, info.sep_id])],
+                         set(info.special_ids), info.mask_id)
+    assert rep["sentences"] == 1 and rep["skipped_sentences"] == 1 and rep["tokens"] == 2
+    assert "skipped 1 sentence" in caplog.text
