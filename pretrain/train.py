@@ -24,9 +24,10 @@ from masklab.config import require_set, to_yaml
 from masklab.errors import ConfigError, MaskLabError
 from masklab.pretrain import distributed as D
 from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, save_checkpoint
-from masklab.pretrain.data import Collator, StepDataset, eval_batches, step_loader
+from masklab.pretrain.data import DATA_HINTS, DATA_OLD_DEFAULTS, Collator, data_compat, eval_batches, open_collator
 from masklab.pretrain.evaluate import evaluate_batches
 from masklab.pretrain.masking import MASK_KEYS, MASKING_ALGORITHM
+from masklab.pretrain.steps import StepDataset, make_budget, step_loader
 from masklab.pretrain.metrics import MetricsLog, matmul_peak_flops, peak_memory_mb, step_flops
 from masklab.pretrain.engine import DeepSpeedEngine, Engine
 from masklab.pretrain.model import build_model
@@ -94,9 +95,9 @@ _HINT = {"engine": "the checkpoint was written by a different engine (True = Dee
                    "trained with", "deepspeed.world_size": "DeepSpeed resumes need the same number of processes",
          "train.zero_stage": "ZeRO optimizer state is partitioned per stage",
          "masking.algorithm": "this version of MaskLab draws different masks from the same seed than the one that "
-                              "wrote the checkpoint"}
+                              "wrote the checkpoint", **DATA_HINTS}
 # Keys that checkpoints written before they existed are known to have had.
-_OLD_DEFAULTS = {"masking.algorithm": 1}
+_OLD_DEFAULTS = {"masking.algorithm": 1, **DATA_OLD_DEFAULTS}
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:
@@ -167,32 +168,32 @@ def _train(cfg, stop: StopFlag) -> dict:
     shards = ShardSet(cfg.data.shards, "train")
     val = ShardSet(cfg.data.shards, "validation") if shards.manifest["counts"].get("validation", {}).get("documents") else None
     mb = cfg.data.micro_batch_size or cfg.data.batch_size // world.world_size
-    collator = Collator(cfg, shards)
-    try:
-        dataset = StepDataset(collator, cfg.data.batch_size, mb, world.rank, world.world_size)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    collator = open_collator(cfg, shards, world)  # rank 0 builds the sample index once, the others map it
+    dataset = StepDataset(collator, budget=make_budget(collator, cfg, world.rank, world.world_size))
     use_ds = tc.launcher == "deepspeed"
-    start, ckpt, nan_total = 0, None, 0
+    start, ckpt, nan_total, data_position = 0, None, 0, None
     if tc.resume == "auto":
         ckpt = latest_checkpoint(run_dir)
     elif tc.resume not in ("never", ""):
         ckpt = Path(tc.resume)
     check_out_dir_free(run_dir, tc.resume, ckpt)
     compat = resume_compat(cfg, world, "deepspeed" if use_ds else "torch", shards.manifest["tokenizer"]["sha256"])
+    compat.update(data_compat(cfg, shards))
     if ckpt is not None:  # refuse an incompatible resume before the (slow) engine start
         check_resume_compatible(load_state(ckpt), compat)
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, shards.tokenizer, cfg.masking).to(device)
     if use_ds:
-        engine = DeepSpeedEngine(model, tc, device, world, mb, dataset.accum, cfg.data.batch_size)
+        engine = DeepSpeedEngine(model, tc, device, world, dataset.budget.micro_samples, dataset.accum,
+                                 dataset.budget.global_samples)
     else:
         engine = Engine(model, tc, device, world)
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, engine.checkpoint_optimizer)
         engine.load_extra(ckpt)
         start, nan_total = int(state["step"]), int(state.get("nan_skipped_total", 0))
+        data_position = int(state["data_position"])
         log.info("resumed from %s at step %d (%s engine, world size %d; saved by world size %s)", ckpt, start,
                  engine.kind, world.world_size, state.get("world_size", "?"))
     elif tc.resume == "auto" and world.is_main:
@@ -207,7 +208,7 @@ def _train(cfg, stop: StopFlag) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
 
     def save(step: int) -> Path:
-        state = {"data_position": step * cfg.data.batch_size, "logger_step": step, "compat": compat,
+        state = {"data_position": loader.sampler.position(step), "logger_step": step, "compat": compat,
                  "masking_rate": collator.rate(step), "world_size": world.world_size,
                  "engine": engine.kind, "zero_stage": tc.zero_stage if use_ds else None, "nan_skipped_total": nan_total}
         path, extra = None, {}
@@ -224,7 +225,8 @@ def _train(cfg, stop: StopFlag) -> dict:
         D.barrier()
         return path
 
-    loader = step_loader(dataset, start, tc.max_steps, cfg.data.num_workers, pin=device.type == "cuda")
+    loader = step_loader(dataset, start, tc.max_steps, cfg.data.num_workers, pin=device.type == "cuda",
+                         position=data_position)
     bar = tqdm(total=tc.max_steps, initial=start, disable=not (tc.progress and world.is_main), desc="train",
                dynamic_ncols=True)
     nan_run, step, first_eval, last = 0, start, None, {}
