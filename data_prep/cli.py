@@ -1,4 +1,4 @@
-"""`masklab prep` (and `masklab pmi`, registered by data_prep.pmi when present)."""
+"""`masklab prep`, `masklab verify` (and `masklab pmi`, registered by data_prep.pmi when present)."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_prep)
+    from masklab.data_prep.verify_cli import register as register_verify
+    register_verify(sub)
     try:
         from masklab.data_prep.pmi_cli import register as register_pmi
     except ModuleNotFoundError:

@@ -18,10 +18,10 @@ from typing import Iterator
 import numpy as np
 
 from masklab.data_prep.tokenizer import TokenizerInfo, file_sha256
+from masklab.data_prep.verify import SHARD_FILES, content_digest, verify_split, verify_tokenizer
 from masklab.errors import DataError
 
 FORMAT = "masklab-shards-v1"
-SHARD_FILES = ("tokens.npy", "word_starts.npy", "doc_offsets.npy")
 
 
 def token_dtype(vocab_size: int):
@@ -70,18 +70,29 @@ def write_shards(split_dir: Path, batches: Iterator[dict], vocab_size: int,
 class Shard:
     tokens: np.ndarray  # memory-mapped [n_tokens]
     word_starts: np.ndarray  # memory-mapped uint8 [n_tokens]
-    doc_offsets: np.ndarray  # int64 [n_docs + 1]
+    doc_offsets: np.ndarray  # memory-mapped int64 [n_docs + 1]
 
 
 class ShardSet:
-    """All shards of one split, opened memory-mapped after verifying the manifest."""
+    """All shards of one split, opened memory-mapped (doc_offsets too: nothing grows with the corpus).
 
-    def __init__(self, root: str | Path, split: str = "train", verify: bool = True):
+    verify: "quick" (default: headers, sizes, mtimes and sampled blocks against the last full
+    verification, see data_prep/verify.py; a full hash only for files never verified or changed),
+    "full" (sha256 of every file, as `masklab verify` does) or "none". The tokenizer beside the
+    shards is always checked against the manifest's tokenizer_file_sha256."""
+
+    def __init__(self, root: str | Path, split: str = "train", verify: str = "quick"):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         if split not in self.manifest["splits"]:
             raise DataError(f"{self.root}: no split '{split}' (have {', '.join(self.manifest['splits'])})")
+        if verify not in ("quick", "full", "none"):
+            raise ValueError(f"verify={verify!r} is not one of quick, full, none")
         self.split = split
+        self.content_digest = content_digest(self.manifest)
+        verify_tokenizer(self.root, self.manifest)
+        if verify != "none":
+            verify_split(self.root, self.manifest, split, full=verify == "full")
         self.tokenizer = TokenizerInfo(**{**self.manifest["tokenizer"],
                                           "special_ids": tuple(self.manifest["tokenizer"]["special_ids"])})
         self.has_word_starts = bool(self.manifest.get("word_starts", True))
@@ -89,18 +100,16 @@ class ShardSet:
         for entry in self.manifest["splits"][split]:
             d = self.root / split / entry["name"]
             for f in SHARD_FILES:
-                p = d / f
-                if not p.is_file():
-                    raise DataError(f"shard file missing: {p}")
-                if verify and file_sha256(p) != entry["sha256"][f]:
-                    raise DataError(f"checksum mismatch for {p}: the file does not match {self.root / 'manifest.json'} "
-                                    "(corrupted or modified; re-run `masklab prep`)")
+                if not (d / f).is_file():
+                    raise DataError(f"shard file missing: {d / f}")
             try:
-                self.shards.append(Shard(np.load(d / "tokens.npy", mmap_mode="r"),
-                                         np.load(d / "word_starts.npy", mmap_mode="r"),
-                                         np.load(d / "doc_offsets.npy")))
+                self.shards.append(Shard(*(np.load(d / f, mmap_mode="r") for f in SHARD_FILES)))
             except ValueError as e:
                 raise DataError(f"cannot read shard {d}: {e}") from None
+
+    def __reduce__(self):
+        # a spawned DataLoader worker reopens the maps (pickling a memmap would copy the whole shard)
+        return ShardSet, (self.root, self.split, "none")
 
     @property
     def num_documents(self) -> int:

@@ -91,6 +91,9 @@ class DataConfig:
     micro_batch_size: int = 0  # per rank per forward; 0 = batch_size / world_size
     num_workers: int = 0
     eval_batches: int = 8
+    packing: str = "none"  # none (one chunk per sequence) | docs (packed, attention per document) | concat
+    batch_tokens: int = 0  # > 0: each optimizer step takes units up to this many tokens (global), not batch_size
+    micro_batch_tokens: int = 0  # token budget per rank per forward; 0 = batch_tokens / world_size
 
 
 @dataclass
@@ -298,6 +301,13 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.data.seq_len >= 3, f"data.seq_len={cfg.data.seq_len} must be >= 3 ([CLS] x [SEP])")
     need(cfg.data.seq_len <= mo.max_position_embeddings, f"data.seq_len={cfg.data.seq_len} exceeds model.max_position_embeddings={mo.max_position_embeddings}")
     need(cfg.data.batch_size >= 1, "data.batch_size must be >= 1")
+    need(cfg.data.packing in ("none", "docs", "concat"), f"data.packing='{cfg.data.packing}' is not one of none, docs, concat")
+    need(cfg.data.batch_tokens >= 0 and cfg.data.micro_batch_tokens >= 0,
+         "data.batch_tokens and data.micro_batch_tokens must be >= 0")
+    need(not cfg.data.micro_batch_tokens or cfg.data.batch_tokens,
+         "data.micro_batch_tokens needs data.batch_tokens (the token budget of a step)")
+    need(not cfg.data.batch_tokens or cfg.data.batch_tokens >= 2 * cfg.data.seq_len,
+         f"data.batch_tokens={cfg.data.batch_tokens} must be >= 2 x data.seq_len={cfg.data.seq_len}")
     need(t.max_steps >= 1, "train.max_steps must be >= 1")
     need(math.isfinite(t.lr) and t.lr > 0, f"train.lr={t.lr} must be a finite number > 0")
     need(len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas), f"train.betas={list(t.betas)} must be two numbers in [0, 1)")

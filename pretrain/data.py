@@ -1,130 +1,134 @@
-"""Samples from shards, and the collator that builds `UnpaddedBatch`es on CPU.
+"""Units from shards, and the collator that builds `UnpaddedBatch`es on CPU.
 
-A sample is a chunk of one document of at most seq_len - 2 tokens, wrapped in [CLS] ... [SEP]
-(no cross-document packing inside a sample: documents keep their real lengths, which is
-what unpadding exploits). Global sample k of the run is sample perm_e[k mod N] of epoch
-e = k // N, perm_e drawn from (seed, e). Step s consumes global samples
-[s*B, (s+1)*B): the data position is a pure function of the step, so resume is exact and
-no sample is repeated or skipped, whatever the number of workers or ranks.
+A unit (`data.packing`, see packing.py) is a document chunk of at most seq_len - 2 tokens in
+[CLS] ... [SEP] (none), a pack of such chunks (docs) or a [CLS] window of the corpus stream
+(concat); the unit table lives in the memory-mapped sample index (sample_index.py). Global unit
+k of the run is unit perm_e(k mod N) of epoch e = k // N, perm_e a Feistel permutation keyed by
+(seed, e) (permutation.py): nothing per epoch is materialised and every process computes the same
+order. Which global units a step consumes is decided by steps.py (a sample count or a token
+budget); the data position is recorded in checkpoints, so resume is exact and no unit is repeated
+or skipped, whatever the number of workers or ranks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 
 from masklab.data_prep.shards import ShardSet
+from masklab.pretrain import distributed as D
 from masklab.pretrain.batch import UnpaddedBatch
 from masklab.pretrain.masking import EVAL_STREAM, MaskedBatch, build_masker, masking_rate
+from masklab.pretrain.packing import build_layout
+from masklab.pretrain.permutation import FeistelPermutation
+from masklab.pretrain.sample_index import open_chunks
+from masklab.pretrain.steps import StepDataset, step_loader  # noqa: F401  (the loader API lives in steps.py)
+
+# Bumped whenever the same (data, seed, packing) starts to give a different unit order, so that a
+# resume across such a change is refused (like MASKING_ALGORITHM).
+# 1: np.random.permutation per epoch (until 2026-12-02); 2: Feistel permutation over the sample index.
+DATA_ORDER = 2
+# What checkpoints written before these keys existed had; and why a mismatch is refused.
+DATA_OLD_DEFAULTS = {"data.order": 1, "data.packing": "none", "data.batch_tokens": 0}
+DATA_HINTS = {"data.order": "this version of MaskLab orders the samples differently from the one that wrote the "
+                            "checkpoint (Feistel permutation over the sample index)",
+              "data.content_sha": "the shards differ from the ones the run was trained on (manifest content digest)",
+              "data.packing": "the packing mode decides what a sample is", "data.batch_tokens": "the token budget "
+              "decides which samples each step takes"}
 
 
-@dataclass
-class SampleTable:
-    shard: np.ndarray  # int32 [N]
-    start: np.ndarray  # int64 [N] token offset within the shard
-    length: np.ndarray  # int32 [N] tokens, specials excluded
-
-    def __len__(self) -> int:
-        return int(self.shard.shape[0])
+def data_compat(cfg, shards: ShardSet) -> dict:
+    """Resume-compatibility keys of the input pipeline (checked with the others in train.py)."""
+    return {"data.order": DATA_ORDER, "data.content_sha": shards.content_digest, "data.packing": cfg.data.packing,
+            "data.batch_tokens": cfg.data.batch_tokens}
 
 
-def build_samples(shards: ShardSet, seq_len: int) -> SampleTable:
-    body = seq_len - 2
-    sh, st, ln = [], [], []
-    for i, s in enumerate(shards.shards):
-        offs = np.asarray(s.doc_offsets, dtype=np.int64)
-        lens = np.diff(offs)
-        n_chunks = (lens + body - 1) // body
-        doc = np.repeat(np.arange(len(lens)), n_chunks)
-        first = np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
-        k = np.arange(len(doc)) - first  # chunk number within its document
-        start = offs[doc] + k * body
-        length = np.minimum(body, offs[doc + 1] - start)
-        sh.append(np.full(len(doc), i, np.int32)), st.append(start), ln.append(length.astype(np.int32))
-    return SampleTable(np.concatenate(sh), np.concatenate(st), np.concatenate(ln))
+def build_samples(shards: ShardSet, seq_len: int) -> np.recarray:
+    """The document chunks of `packing=none`: memory-mapped .shard, .length, .start [N] (sample_index.py)."""
+    return open_chunks(shards, seq_len)
 
 
 class Collator:
-    """Global sample ids + step -> one `UnpaddedBatch` (masks from (seed, step, sample id))."""
+    """Global unit ids + step -> one `UnpaddedBatch` (masks from (seed, step, sequence id))."""
 
     def __init__(self, cfg, shards: ShardSet, total_steps: Optional[int] = None):
         self.cfg = cfg
         self.shards = shards
         self.tok = shards.tokenizer
-        self.samples = build_samples(shards, cfg.data.seq_len)
+        self.samples = build_layout(shards, cfg.data.seq_len, cfg.data.packing)
         if len(self.samples) == 0:
             raise ValueError(f"{shards.root}/{shards.split} holds no samples")
         self.masker = build_masker(cfg.masking, self.tok, shards.manifest)
         self.seed = int(cfg.train.seed)
         m = cfg.masking
         self.total_steps = total_steps or (m.schedule_steps or cfg.train.max_steps)
-        self._perm_cache: dict[int, np.ndarray] = {}
+        self._perms: dict[int, FeistelPermutation] = {}
 
     def rate(self, step: int) -> float:
         m = self.cfg.masking
         return masking_rate(step, self.total_steps, m.schedule, m.rate, m.rate_end, m.step_at)
 
-    def sample_ids(self, first: int, count: int) -> np.ndarray:
-        """Global sample counters [first, first+count) -> rows of the sample table."""
+    def _perm(self, epoch: int) -> FeistelPermutation:
+        if epoch not in self._perms:
+            self._perms = {epoch: FeistelPermutation(len(self.samples), self.seed, epoch)}  # a few key words
+        return self._perms[epoch]
+
+    def rows(self, global_ids: np.ndarray) -> np.ndarray:
+        """Global unit counters int64 [m] -> rows of the unit table int64 [m]."""
+        k = np.asarray(global_ids, dtype=np.int64)
         n = len(self.samples)
-        k = np.arange(first, first + count, dtype=np.int64)
-        out = np.empty(count, dtype=np.int64)
-        for e in np.unique(k // n):
-            perm = self._perm_cache.get(int(e))
-            if perm is None:
-                perm = np.random.default_rng([self.seed, int(e)]).permutation(n)
-                self._perm_cache = {int(e): perm}  # keep one epoch: bounded memory
-            sel = (k // n) == e
-            out[sel] = perm[k[sel] % n]
+        epoch = k // n
+        if len(k) == 0 or epoch[0] == epoch[-1]:
+            return self._perm(int(epoch[0]) if len(k) else 0)(k % n)
+        out = np.empty(len(k), dtype=np.int64)
+        for e in np.unique(epoch):
+            sel = epoch == e
+            out[sel] = self._perm(int(e))(k[sel] % n)
         return out
 
+    def sample_ids(self, first: int, count: int) -> np.ndarray:
+        """Global unit counters [first, first+count) -> rows of the unit table."""
+        return self.rows(np.arange(first, first + count, dtype=np.int64))
+
+    def unit_lengths(self, first: int, count: int) -> np.ndarray:
+        """int64 [count]: tokens (specials included) of global units [first, first+count)."""
+        return self.samples.lengths(self.sample_ids(first, count))
+
     def sample_tokens(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        s = self.shards.shards[self.samples.shard[row]]
-        a, n = int(self.samples.start[row]), int(self.samples.length[row])
-        body = np.asarray(s.tokens[a:a + n], dtype=np.int64)
-        ws = np.asarray(s.word_starts[a:a + n], dtype=np.uint8)
-        tokens = np.concatenate([[self.tok.cls_id], body, [self.tok.sep_id]])
-        return tokens, np.concatenate([[1], ws, [1]]).astype(np.uint8)
+        """One unit's tokens int64 [L] and word starts uint8 [L], its sequences concatenated."""
+        tokens, bits, _, _ = self.samples.gather(np.array([row]), np.zeros(1, np.int64))
+        return tokens, bits.astype(np.uint8)
 
     def flat_tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sample rows -> (tokens int64 [T], word starts uint8 [T], lengths int64 [B]): samples
-        wrapped in [CLS] ... [SEP] and concatenated with one np.concatenate (no per-token work)."""
-        cls, sep, one = np.array([self.tok.cls_id]), np.array([self.tok.sep_id]), np.ones(1, np.uint8)
-        toks, bits = [], []
-        lens = self.samples.length[rows].astype(np.int64) + 2
-        for r in rows:
-            s = self.shards.shards[self.samples.shard[r]]
-            a = int(self.samples.start[r])
-            b = a + int(self.samples.length[r])
-            toks += [cls, s.tokens[a:b], sep]
-            bits += [one, s.word_starts[a:b], one]
-        return np.concatenate(toks).astype(np.int64, copy=False), np.concatenate(bits), lens
+        """Unit rows -> (tokens int64 [T], word starts uint8 [T], sequence lengths int64 [S])."""
+        tokens, bits, lens, _ = self.samples.gather(np.asarray(rows), np.zeros(len(rows), np.int64))
+        return tokens, bits, lens
 
-    def masks(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> tuple[MaskedBatch, float]:
-        """The masking of these global samples at `step` (no tensors) -> (MaskedBatch, rate)."""
+    def masks(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> tuple[MaskedBatch, float, np.ndarray]:
+        """The masking of these global units at `step` (no tensors) -> (MaskedBatch, rate, sequence ids [S])."""
         rate = self.cfg.masking.eval_rate if evaluation else self.rate(step)
         rng_step = EVAL_STREAM if evaluation else step
         global_ids = np.asarray(global_ids, dtype=np.int64)
-        rows = self.sample_ids(int(global_ids[0]), len(global_ids)) if _contiguous(global_ids) else \
-            np.array([self.sample_ids(int(g), 1)[0] for g in global_ids])
-        tokens, bits, lens = self.flat_tokens(rows)
-        return self.masker.mask_flat(tokens, bits, lens, global_ids, self.seed, rng_step, rate), rate
+        tokens, bits, lens, seq_ids = self.samples.gather(self.rows(global_ids), global_ids)
+        return self.masker.mask_flat(tokens, bits, lens, seq_ids, self.seed, rng_step, rate), rate, seq_ids
 
     def __call__(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> UnpaddedBatch:
-        m, rate = self.masks(global_ids, step, evaluation)
+        m, rate, seq_ids = self.masks(global_ids, step, evaluation)
         return make_batch([m.input_ids], [m.positions], [m.labels], [m.is_mask_token], m.lens, m.num_predictions,
-                          global_ids, step, rate, m.num_maskable, late=self.cfg.masking.insertion == "late",
+                          seq_ids, step, rate, m.num_maskable, late=self.cfg.masking.insertion == "late",
                           position_ids=m.position_ids)
-
-
-def _contiguous(g: np.ndarray) -> bool:
-    return len(g) > 0 and bool(np.all(np.diff(g) == 1))
 
 
 def _cu(lengths) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+
+
+def open_collator(cfg, shards: ShardSet, world) -> Collator:
+    """Rank 0 builds the sample index if it is missing; the other ranks wait, then map it."""
+    first = Collator(cfg, shards) if world.is_main else None
+    D.barrier()
+    return first or Collator(cfg, shards)
 
 
 def make_batch(ids, pos, labels, is_mask, seq_lens, n_pred, global_ids, step, rate, n_maskable,
@@ -155,48 +159,6 @@ def make_batch(ids, pos, labels, is_mask, seq_lens, n_pred, global_ids, step, ra
         b.cu_seqlens_visible = _cu(vis_lens)
         b.max_seqlen_visible = int(vis_lens.max())
     return b
-
-
-class StepDataset(torch.utils.data.Dataset):
-    """Item `step` -> this rank's micro-batches for that optimizer step (a list)."""
-
-    def __init__(self, collator: Collator, batch_size: int, micro_batch_size: int, rank: int = 0, world: int = 1):
-        if batch_size % (micro_batch_size * world):
-            raise ValueError(f"data.batch_size={batch_size} is not divisible by micro_batch_size={micro_batch_size} "
-                             f"x world_size={world}")
-        self.c, self.B, self.mb, self.rank, self.world = collator, batch_size, micro_batch_size, rank, world
-        self.accum = batch_size // (micro_batch_size * world)
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, step: int) -> list[UnpaddedBatch]:
-        out = []
-        for a in range(self.accum):
-            first = step * self.B + (a * self.world + self.rank) * self.mb
-            out.append(self.c(np.arange(first, first + self.mb, dtype=np.int64), step))
-        return out
-
-
-class StepSampler(torch.utils.data.Sampler):
-    def __init__(self, start: int, stop: int):
-        self.start, self.stop = start, stop
-
-    def __iter__(self):
-        return iter(range(self.start, self.stop))
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-
-def _identity(x):
-    return x
-
-
-def step_loader(dataset: StepDataset, start: int, stop: int, num_workers: int = 0, pin: bool = False):
-    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=StepSampler(start, stop),
-                                       num_workers=num_workers, collate_fn=_identity, pin_memory=pin,
-                                       persistent_workers=False, prefetch_factor=4 if num_workers else None)
 
 
 def eval_batches(collator: Collator, batch_size: int, n_batches: int) -> list[UnpaddedBatch]:

@@ -7,6 +7,7 @@ from typing import Optional
 from masklab.errors import ConfigError, MaskLabError
 from masklab.pretrain import distributed as D
 from masklab.pretrain.checkpoint import latest_checkpoint
+from masklab.pretrain.data import DATA_HINTS, DATA_OLD_DEFAULTS
 from masklab.pretrain.masking import masking_compat
 
 
@@ -42,9 +43,9 @@ _HINT = {"engine": "the checkpoint was written by a different engine (True = Dee
          "masking.algorithm": "this version of MaskLab draws different masks from the same seed than the one that "
                               "wrote the checkpoint",
          "masking.schedule_length": "the masking-rate schedule runs over masking.schedule_steps (0 = train.max_steps): "
-                                    "pin masking.schedule_steps to the checkpoint's value to train longer"}
+                                    "pin masking.schedule_steps to the checkpoint's value to train longer", **DATA_HINTS}
 # Keys that checkpoints written before they existed are known to have had.
-_OLD_DEFAULTS = {"masking.algorithm": 1}
+_OLD_DEFAULTS = {"masking.algorithm": 1, **DATA_OLD_DEFAULTS}
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:

@@ -12,12 +12,13 @@ from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError
 from masklab.pretrain import distributed as D
 from masklab.pretrain import init_from
-from masklab.pretrain.data import Collator, StepDataset, eval_batches
+from masklab.pretrain.data import Collator, data_compat, eval_batches, open_collator
 from masklab.pretrain.engine import DeepSpeedEngine, Engine
 from masklab.pretrain.metrics import matmul_peak_flops
 from masklab.pretrain.model import build_model
 from masklab.pretrain.model.compile import prepare_for_device
 from masklab.pretrain.resume import resume_compat
+from masklab.pretrain.steps import StepDataset, make_budget
 
 
 @dataclass
@@ -43,6 +44,8 @@ class RunState:
     first_eval: Optional[dict] = None
     last: dict = field(default_factory=dict)  # the latest logged record
     t_log: float = 0.0  # perf_counter at the previous log line
+    data_position: Optional[int] = None  # the data cursor of `start` (from the checkpoint; None: from the step)
+    loader: Any = None  # the step loader: its sampler knows the data cursor of every step it reached
 
     @property
     def use_ds(self) -> bool:
@@ -77,13 +80,14 @@ def setup(cfg) -> RunState:
     has_val = shards.manifest["counts"].get("validation", {}).get("documents")
     val = ShardSet(cfg.data.shards, "validation") if has_val else None
     mb = cfg.data.micro_batch_size or cfg.data.batch_size // world.world_size
-    collator = Collator(cfg, shards)
+    collator = open_collator(cfg, shards, world)  # rank 0 builds the sample index once, the others map it
     try:
-        dataset = StepDataset(collator, cfg.data.batch_size, mb, world.rank, world.world_size)
+        dataset = StepDataset(collator, budget=make_budget(collator, cfg, world.rank, world.world_size))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     compat = resume_compat(cfg, world, "deepspeed" if tc.launcher == "deepspeed" else "torch",
                            shards.manifest["tokenizer"]["sha256"])
+    compat.update(data_compat(cfg, shards))
     eval_set = eval_batches(Collator(cfg, val), mb, cfg.data.eval_batches) if val is not None else []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
     return RunState(cfg, world, device, Path(tc.out_dir), shards, collator, dataset, mb, compat, eval_set, autocast)
@@ -98,8 +102,9 @@ def build_engine(run: RunState) -> None:
         init_from.load_weights(model, run.cfg)
     run.model = prepare_for_device(model, tc, run.device)
     if run.use_ds:
-        run.engine = DeepSpeedEngine(run.model, tc, run.device, run.world, run.micro_batch, run.dataset.accum,
-                                     run.cfg.data.batch_size)
+        budget = run.dataset.budget
+        run.engine = DeepSpeedEngine(run.model, tc, run.device, run.world, budget.micro_samples, run.dataset.accum,
+                                     budget.global_samples)
     else:
         run.engine = Engine(run.model, tc, run.device, run.world)
 

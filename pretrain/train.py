@@ -20,13 +20,13 @@ from masklab.errors import MaskLabError
 from masklab.pretrain import distributed as D
 from masklab.pretrain import init_from
 from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, move_aside_after, save_checkpoint
-from masklab.pretrain.data import step_loader
 from masklab.pretrain.evaluate import evaluate_batches
 from masklab.pretrain.metrics import MetricsLog, peak_memory_mb
 from masklab.pretrain.resume import check_out_dir_free, check_resume_compatible, checkpoint_to_resume
 from masklab.pretrain.run_lock import RunLock
 from masklab.pretrain.run_state import RunState, build_engine, setup, utilisation_peak
 from masklab.pretrain.step import StepResult, TrainHooks, train_step
+from masklab.pretrain.steps import step_loader
 from masklab.pretrain.stop import StopFlag, requeue
 
 log = logging.getLogger("masklab.train")
@@ -58,7 +58,8 @@ def run_loop(run: RunState, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict
     restore(run)
     metrics = open_outputs(run)
     tc, peak = cfg.train, utilisation_peak(run)
-    loader = step_loader(run.dataset, run.start, tc.max_steps, cfg.data.num_workers, pin=run.device.type == "cuda")
+    loader = run.loader = step_loader(run.dataset, run.start, tc.max_steps, cfg.data.num_workers,
+                                      pin=run.device.type == "cuda", position=run.data_position)
     bar = tqdm(total=tc.max_steps, initial=run.start, disable=not (tc.progress and run.world.is_main), desc="train",
                dynamic_ncols=True)
     try:
@@ -107,6 +108,7 @@ def restore(run: RunState) -> None:
     run.engine.load_extra(run.ckpt)
     run.start = run.step = int(state["step"])
     run.nan_total = int(state.get("nan_skipped_total", 0))
+    run.data_position = int(state["data_position"])
     log.info("resumed from %s at step %d (%s engine, world size %d; saved by world size %s)", run.ckpt, run.start,
              run.engine.kind, run.world.world_size, state.get("world_size", "?"))
 
@@ -194,7 +196,7 @@ def finish(run: RunState) -> dict:
 def save(run: RunState):
     """Every rank writes its DeepSpeed shard (if any); rank 0 assembles the checkpoint atomically."""
     cfg, step, tc = run.cfg, run.step, run.cfg.train
-    state = {"data_position": step * cfg.data.batch_size, "logger_step": step, "compat": run.compat,
+    state = {"data_position": run.loader.sampler.position(step), "logger_step": step, "compat": run.compat,
              "masking_rate": run.collator.rate(step), "world_size": run.world.world_size, "engine": run.engine.kind,
              "zero_stage": tc.zero_stage if run.use_ds else None, "nan_skipped_total": run.nan_total,
              "out_dir": str(run.run_dir.resolve())}
