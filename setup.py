@@ -32,6 +32,8 @@ setup(
         "rich>=13",
         "matplotlib>=3.7",
         "jieba>=0.42",
+        "zstandard>=0.22",  # .zst corpora
+        "datatrove>=0.10",  # prep --executor local|slurm (task sharding, Slurm arrays, reruns)
         "bastioncorpus>=0.6",  # the labelled prompt-injection set of the smoke pipeline (MIT)
     ],
     extras_require={
