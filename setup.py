@@ -33,6 +33,8 @@ setup(
         "matplotlib>=3.7",
         "jieba>=0.42",
         "duckdb>=1.1",  # out-of-core PMI n-gram counting (data_prep.pmi_duckdb)
+        "zstandard>=0.22",  # .zst corpora
+        "datatrove>=0.10",  # prep --executor local|slurm (task sharding, Slurm arrays, reruns)
         "bastioncorpus>=0.6",  # the labelled prompt-injection set of the smoke pipeline (MIT)
     ],
     extras_require={

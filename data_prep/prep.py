@@ -1,28 +1,33 @@
-"""`masklab prep`: corpus -> tokenizer -> train/validation shards + manifest, atomically.
+"""`masklab prep`: corpus -> tokenizer -> train/validation shards + manifest.
 
-Everything is written through `masklab.atomic.atomic_dir` (temp dir, fsync, rename onto `<out>`),
-so a failure leaves the output directory as it was.
+Streaming and parallel: the corpus is cut into fixed units (`data_prep/sources.py`), the
+tokenizer is trained on a bounded sample (`plan.py`), units are encoded by a local process
+pool or by datatrove tasks (`executors.py`), and a final merge writes the manifest
+(`merge.py`). The output is the same bytes (manifest timestamp aside) for any `--num-proc`,
+`--executor` or `--tasks`.
+
+Everything is written into `<parent>/.<out>.partial/` and moved onto `<out>` only when
+complete, so a failure leaves the output directory as it was. Bad input removes the work
+directory; an interrupted run (a killed task, Ctrl-C) keeps it, and rerunning the same
+command redoes only the missing units.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import errno
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from masklab.atomic import atomic_dir
-from masklab.data_prep.corpus import ReadStats, read_corpus
-from masklab.data_prep.shards import FORMAT, write_shards
-from masklab.data_prep.tokenizer import TOKENIZER_FILE, file_sha256, load_tokenizer, save_tokenizer, train_tokenizer
-from masklab.data_prep.words import word_starts
-from masklab.errors import DataError
+from masklab.data_prep import executors
+from masklab.data_prep.merge import IncompletePrep, merge
+from masklab.data_prep.plan import PlanOptions, make_plan, work_dir
+from masklab.errors import ConfigError, DataError
 
 log = logging.getLogger("masklab.data_prep")
+EXECUTORS = ("none", "local", "slurm")
 
 
 @dataclass
@@ -41,79 +46,68 @@ class PrepOptions:
     num_proc: int = 1
     seed: int = 0
     overwrite: bool = False
+    chunk_bytes: int = 64 << 20  # a unit of work: files above this are split by byte ranges
+    tokenizer_sample_bytes: int = 1 << 30
+    executor: str = "none"  # none (process pool of num_proc) | local | slurm (datatrove)
+    tasks: int = 1
+    partition: Optional[str] = None
+    slurm_time: str = "24:00:00"
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    wait: bool = False  # slurm: block until the merge job has finished
 
 
-def _is_validation(text: str, fraction: float, seed: int) -> bool:
-    # content hash, not row order: the split is stable when the corpus is re-read or re-ordered
-    h = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2**64 < fraction
-
-
-def prepare(opts: PrepOptions) -> Path:
+def _check(opts: PrepOptions) -> None:
     out = Path(opts.out)
     if out.exists() and any(out.iterdir()) and not opts.overwrite:
         raise DataError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
     if not 0.0 <= opts.validation_fraction < 1.0:
         raise DataError(f"validation fraction {opts.validation_fraction} must lie in [0, 1)")
+    if opts.executor not in EXECUTORS:
+        raise ConfigError(f"--executor '{opts.executor}' is not one of {', '.join(EXECUTORS)}")
+    for name in ("num_proc", "tasks", "chunk_bytes", "shard_tokens", "tokenizer_sample_bytes", "vocab_size"):
+        if getattr(opts, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(opts, name)})")
+    if opts.max_documents is not None and (opts.num_proc > 1 or opts.executor != "none"):
+        raise ConfigError("--max-documents keeps the first documents in corpus order: use it with --num-proc 1 "
+                          "and no --executor")
+
+
+def prepare(opts: PrepOptions) -> Path:
+    _check(opts)
+    out = Path(opts.out)
+    work = work_dir(out)
     t0 = time.time()
-    stats = ReadStats()
-    ds = read_corpus(opts.source, opts.text_column, opts.max_documents, stats)
-    log.info("read %d documents from %s (%d files, %d invalid UTF-8 lines skipped)",
-             stats.documents, opts.source, stats.files, stats.invalid_utf8_lines)
-
-    with atomic_dir(out) as tmp:
-        if opts.tokenizer:
-            tok, _ = load_tokenizer(opts.tokenizer)
+    plan_opts = PlanOptions(**{k: getattr(opts, k) for k in PlanOptions.__dataclass_fields__})
+    try:
+        plan = make_plan(plan_opts, work)
+        log.info("%d units of work from %s", len(plan["units"]), opts.source)
+        if opts.executor == "slurm":
+            ids = executors.submit_slurm(work, out, opts.tasks, opts.partition, opts.slurm_time,
+                                         opts.cpus_per_task, opts.mem_per_cpu_gb)
+            log.info("submitted Slurm jobs %s (encode, %d tasks) and %s (merge); %s appears when the merge ends "
+                     "(logs in %s)", ids[0], opts.tasks, ids[1], out, executors.logs_dir(out))
+            if opts.wait:
+                executors.wait_for_jobs(list(ids), timeout=7 * 24 * 3600)
+                if not (out / "manifest.json").is_file():
+                    raise DataError(f"the Slurm prep jobs {ids} ended without writing {out}; see the logs in "
+                                    f"{executors.logs_dir(out)}; rerun the same command to redo only failed tasks")
+            return out
+        if opts.executor == "local":
+            executors.run_datatrove_local(work, out, opts.tasks, opts.num_proc)
         else:
-            log.info("training a %s tokenizer (vocab %d)", opts.tokenizer_kind, opts.vocab_size)
-            tok = train_tokenizer(_texts(ds), vocab_size=opts.vocab_size, kind=opts.tokenizer_kind,
-                                  lowercase=opts.lowercase)
-        save_tokenizer(tok, tmp / "tokenizer")
-        _, info = load_tokenizer(tmp / "tokenizer")
-
-        def encode(batch):
-            encs = tok.encode_batch(batch["text"], add_special_tokens=False)
-            return {"input_ids": [e.ids for e in encs],
-                    "word_starts": [word_starts(e.word_ids, e.offsets, t, opts.cjk_segmenter).tolist()
-                                    for e, t in zip(encs, batch["text"])],
-                    "validation": [_is_validation(t, opts.validation_fraction, opts.seed) for t in batch["text"]]}
-
-        enc = ds.map(encode, batched=True, batch_size=256, num_proc=opts.num_proc if opts.num_proc > 1 else None,
-                     remove_columns=["text"], desc="tokenizing")
-        is_val = np.asarray(enc["validation"], dtype=bool)
-        if opts.validation_fraction > 0 and not is_val.any() and len(enc) > 1:
-            is_val[-1] = True  # a tiny corpus still gets a held-out document
-        splits = {"train": np.flatnonzero(~is_val), "validation": np.flatnonzero(is_val)}
-        if len(splits["train"]) == 0:
-            raise DataError(f"corpus {opts.source} has no training documents after the split")
-        manifest_splits, counts = {}, {}
-        for name, rows in splits.items():
-            sub = enc.select(rows)
-            entries = write_shards(tmp / name, sub.iter(batch_size=1000), info.vocab_size, opts.shard_tokens)
-            manifest_splits[name] = entries
-            counts[name] = {"documents": sum(e["documents"] for e in entries),
-                            "tokens": sum(e["tokens"] for e in entries)}
-        if counts["train"]["tokens"] == 0:
-            raise DataError(f"corpus {opts.source} produced no tokens")
-        manifest = {
-            "format": FORMAT,
-            "source": opts.source,
-            "tokenizer": info.to_dict(),
-            "tokenizer_file_sha256": file_sha256(tmp / "tokenizer" / TOKENIZER_FILE),
-            "word_starts": True,
-            "cjk_segmenter": opts.cjk_segmenter,
-            "counts": counts,
-            "invalid_utf8_lines_skipped": stats.invalid_utf8_lines,
-            "splits": manifest_splits,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    log.info("prep done in %.1fs: %d train / %d validation documents, %d / %d tokens -> %s",
-             time.time() - t0, counts["train"]["documents"], counts["validation"]["documents"],
-             counts["train"]["tokens"], counts["validation"]["tokens"], out)
+            executors.run_pool(work, plan, opts.num_proc)
+        merge(work, out)
+    except IncompletePrep:
+        raise  # the work directory stays: a rerun finishes only the missing units
+    except DataError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+        raise DataError(f"No space left on device while writing {e.filename or work}; {out} is unchanged and the "
+                        "partial output was removed") from None
+    log.info("prep done in %.1fs -> %s", time.time() - t0, out)
     return out
-
-
-def _texts(ds):
-    for batch in ds.iter(batch_size=1000):
-        yield from batch["text"]

@@ -1,4 +1,4 @@
-"""Packed, memory-mapped token shards with a manifest; writer and verified reader.
+"""Packed, memory-mapped token shards with a manifest: the verified reader (writer: shard_writer.py).
 
 Layout of a prepared data directory (written under a temp name, renamed when complete):
     tokenizer/tokenizer.json, tokenizer/tokenizer_info.json
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -26,44 +25,6 @@ FORMAT = "masklab-shards-v1"
 
 def token_dtype(vocab_size: int):
     return np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.uint32
-
-
-def write_shards(split_dir: Path, batches: Iterator[dict], vocab_size: int,
-                 shard_tokens: int = 50_000_000) -> list[dict]:
-    """Write shards from batches of {"input_ids": [[...]], "word_starts": [[...]]}.
-    -> manifest entries [{name, documents, tokens, sha256: {file: hex}}]."""
-    dtype = token_dtype(vocab_size)
-    entries: list[dict] = []
-    toks: list[np.ndarray] = []
-    bits: list[np.ndarray] = []
-    lens: list[int] = []
-
-    def flush():
-        if not lens:
-            return
-        d = split_dir / f"shard_{len(entries):05d}"
-        d.mkdir(parents=True)
-        np.save(d / "tokens.npy", np.concatenate(toks).astype(dtype))
-        np.save(d / "word_starts.npy", np.concatenate(bits).astype(np.uint8))
-        np.save(d / "doc_offsets.npy", np.concatenate([[0], np.cumsum(lens)]).astype(np.int64))
-        entries.append({"name": d.name, "documents": len(lens), "tokens": int(sum(lens)),
-                        "sha256": {f: file_sha256(d / f) for f in SHARD_FILES}})
-        toks.clear(), bits.clear(), lens.clear()
-
-    n = 0
-    for batch in batches:
-        for ids, ws in zip(batch["input_ids"], batch["word_starts"]):
-            if len(ids) == 0:
-                continue
-            toks.append(np.asarray(ids, dtype=np.int64))
-            bits.append(np.asarray(ws, dtype=np.uint8))
-            lens.append(len(ids))
-            n += len(ids)
-            if n >= shard_tokens:
-                flush()
-                n = 0
-    flush()
-    return entries
 
 
 @dataclass
@@ -122,6 +83,10 @@ class ShardSet:
 
 def read_manifest(root: Path) -> dict:
     f = Path(root) / "manifest.json"
+    partial = Path(root).parent / f".{Path(root).name}.partial"
+    if not f.is_file() and partial.is_dir():
+        raise DataError(f"{root} is not ready: its prep has not finished (work in {partial}); "
+                        "rerun the same `masklab prep` to complete it")
     if not Path(root).is_dir():
         raise DataError(f"shard directory not found: {root} (run `masklab prep` first)")
     if not f.is_file():

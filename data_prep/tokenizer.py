@@ -1,10 +1,13 @@
 """Tokenizer training (`tokenizers`) and loading, plus the facts the collator needs.
 
-WordPiece (BERT-style, lowercased, `##` continuation) or Unigram (SentencePiece-style `▁`).
+WordPiece (BERT-style, lowercased, `##` continuation; trained deterministically, see
+wordpiece.py) or Unigram (SentencePiece-style `▁`; `tokenizers`' trainer, which is not
+deterministic from run to run).
 Special tokens always get ids 0..4 in the order of SPECIALS.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from dataclasses import dataclass
@@ -13,6 +16,7 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from masklab.data_prep.wordpiece import count_words, train_wordpiece_vocab
 from masklab.errors import DataError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -42,8 +46,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192, kind: str = "w
                                                     strip_accents=None, lowercase=lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=SPECIALS, show_progress=False)
+        vocab = train_wordpiece_vocab(count_words(tok, texts), vocab_size, min_frequency, SPECIALS)
+        tok.model = models.WordPiece(vocab, unk_token="[UNK]")
+        trainer = None
     elif kind == "unigram":
         tok = Tokenizer(models.Unigram())
         tok.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
@@ -53,7 +58,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192, kind: str = "w
                                           show_progress=False)
     else:
         raise DataError(f"tokenizer kind '{kind}' is not one of wordpiece, unigram")
-    tok.train_from_iterator(texts, trainer=trainer)
+    if trainer is not None:
+        tok.train_from_iterator(texts, trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -79,6 +85,10 @@ def load_tokenizer(path: str | Path) -> tuple[Tokenizer, TokenizerInfo]:
         tok = Tokenizer.from_file(str(f))
     except Exception as e:
         raise DataError(f"cannot load tokenizer {f}: {e}") from None
+    # an HF model's tokenizer.json may pad / truncate to a fixed length: prep encodes whole
+    # documents and the collator chunks them, so both are always off for encoding
+    tok.no_padding()
+    tok.no_truncation()
     return tok, tokenizer_info(tok, file_sha256(f))
 
 
@@ -102,7 +112,12 @@ def tokenizer_info(tok: Tokenizer, sha256: str = "") -> TokenizerInfo:
 def save_tokenizer(tok: Tokenizer, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     f = directory / TOKENIZER_FILE
-    tok.save(str(f))
+    try:
+        tok.save(str(f))
+    except Exception as e:  # tokenizers raises a plain Exception, also for a full disk
+        if "os error 28" in str(e):
+            raise OSError(errno.ENOSPC, "No space left on device", str(f)) from None
+        raise
     info = tokenizer_info(tok, file_sha256(f))
     (directory / "tokenizer_info.json").write_text(json.dumps(info.to_dict(), indent=2))
     return f

@@ -1,0 +1,266 @@
+"""The corpus as a fixed list of work units, each read as a stream of documents.
+
+A unit is a whole file, a byte range of a large uncompressed .txt/.jsonl file (cut at a
+paragraph / line boundary), a parquet row-group range, a shard of a streamed hub dataset, or
+the built-in pydoc prose. The list depends only on the corpus and `chunk_bytes`, never on the
+number of processes or tasks, so every parallel setting writes the same shards in the same order.
+Memory per reader is one line / one parquet batch, whatever the file size.
+
+Formats: .txt (a document is a paragraph: lines up to a blank line), .jsonl/.json (JSON lines,
+documents in `text_column`), .parquet; .gz/.bz2/.zst compressed forms of .txt/.jsonl/.json.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from masklab.data_prep.corpus import paragraphs, pydoc_documents
+from masklab.errors import DataError
+
+TEXT_EXT = (".txt",)
+JSON_EXT = (".jsonl", ".json")
+PARQUET_EXT = (".parquet",)
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".zst": None}  # zstandard is opened lazily
+
+
+@dataclass
+class ReadStats:
+    documents: int = 0
+    bytes: int = 0
+    invalid_utf8_lines: int = 0
+
+
+@dataclass(frozen=True)
+class Unit:
+    kind: str  # "txt" | "json" | "parquet" | "hub" | "pydoc"
+    path: str
+    compression: str = ""  # "" | ".gz" | ".bz2" | ".zst"
+    start: int = 0  # byte offset (txt/json), first row group (parquet), shard index (hub)
+    end: int = -1  # exclusive; -1 = to the end
+    size: int = 0  # bytes this unit covers (progress, sample budget)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _kind(p: Path) -> tuple[str, str] | None:
+    suf = [s.lower() for s in p.suffixes[-2:]]
+    comp = suf[-1] if suf and suf[-1] in COMPRESSED else ""
+    ext = (suf[-2] if len(suf) > 1 else "") if comp else (suf[-1] if suf else "")
+    if ext in TEXT_EXT:
+        return "txt", comp
+    if ext in JSON_EXT:
+        return "json", comp
+    if ext in PARQUET_EXT and not comp:
+        return "parquet", ""
+    return None
+
+
+def corpus_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root] if _kind(root) else []
+    return sorted(p for p in root.rglob("*") if p.is_file() and _kind(p))
+
+
+def plan_units(source: str, chunk_bytes: int) -> list[Unit]:
+    """-> the corpus's units in corpus order (files sorted by path, ranges by offset)."""
+    if source == "pydoc":
+        return [Unit("pydoc", "pydoc")]
+    if not os.path.exists(source):
+        return _hub_units(source)
+    files = corpus_files(Path(source))
+    if not files:
+        raise DataError(f"no .txt/.jsonl/.json/.parquet files (or their .gz/.bz2/.zst forms) under {source}")
+    units: list[Unit] = []
+    for f in files:
+        kind, comp = _kind(f)
+        try:
+            size = f.stat().st_size
+        except OSError as e:
+            raise DataError(f"cannot read {f}: {e.strerror}") from None
+        if kind == "parquet":
+            units.extend(_parquet_units(f, size, chunk_bytes))
+        elif comp or size <= chunk_bytes:
+            units.append(Unit(kind, str(f), comp, 0, -1, size))
+        else:
+            cuts = _cut_points(f, size, chunk_bytes, paragraph=kind == "txt")
+            units.extend(Unit(kind, str(f), "", a, b, b - a) for a, b in zip(cuts[:-1], cuts[1:]) if b > a)
+    return units
+
+
+def _cut_points(f: Path, size: int, chunk: int, paragraph: bool) -> list[int]:
+    """Byte offsets [0, ..., size] near multiples of `chunk`, each at the start of a line
+    (json) or of a line following a blank line (txt: a paragraph start)."""
+    cuts = [0]
+    with open(f, "rb") as fh:
+        for target in range(chunk, size, chunk):
+            fh.seek(max(target, cuts[-1]))
+            fh.readline()  # to the next line start
+            while paragraph:
+                line = fh.readline()
+                if not line or not line.strip():
+                    break
+            cuts.append(min(fh.tell(), size))
+    cuts.append(size)
+    return sorted(set(cuts))
+
+
+def _parquet_units(f: Path, size: int, chunk: int) -> list[Unit]:
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.ParquetFile(f).metadata
+    except Exception as e:
+        raise DataError(f"cannot read parquet file {f}: {e}") from None
+    units, first, acc = [], 0, 0
+    for g in range(md.num_row_groups):
+        acc += md.row_group(g).total_byte_size
+        if acc >= chunk or g == md.num_row_groups - 1:
+            units.append(Unit("parquet", str(f), "", first, g + 1, acc))
+            first, acc = g + 1, 0
+    return units or [Unit("parquet", str(f), "", 0, 0, size)]
+
+
+def _hub_units(name: str) -> list[Unit]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split="train", streaming=True)
+    except Exception as e:
+        raise DataError(f"corpus '{name}' is neither a local path nor a loadable `datasets` name: {e}") from None
+    return [Unit("hub", name, "", i, i + 1) for i in range(ds.num_shards)]
+
+
+def _open_binary(u: Unit):
+    if u.compression == ".zst":
+        import zstandard
+
+        # the raw reader cannot iterate lines; a buffered wrapper can
+        return io.BufferedReader(zstandard.open(u.path, "rb"))
+    return COMPRESSED[u.compression](u.path, "rb") if u.compression else open(u.path, "rb")
+
+
+def _lines(u: Unit, stats: ReadStats) -> Iterator[tuple[int, str]]:
+    """-> (1-based line number within the unit, decoded line); invalid UTF-8 lines skipped and counted."""
+    try:
+        fh = _open_binary(u)
+    except FileNotFoundError:
+        raise DataError(f"{u.path} vanished while prep was running") from None
+    except OSError as e:
+        raise DataError(f"cannot read {u.path}: {e.strerror or e}") from None
+    pos = u.start
+    try:
+        with fh:
+            if u.start:
+                fh.seek(u.start)
+            for n, raw in enumerate(fh, 1):
+                pos += len(raw)
+                stats.bytes += len(raw)
+                try:
+                    yield n, raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    stats.invalid_utf8_lines += 1
+                if u.end >= 0 and pos >= u.end:
+                    break
+    except (EOFError, gzip.BadGzipFile, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise DataError(f"{u.path} vanished while prep was running") from None
+        what = f"compressed ({u.compression}) " if u.compression else ""
+        raise DataError(f"cannot read {what}file {u.path}: truncated or corrupt ({e})") from None
+    except Exception as e:  # zstandard raises its own ZstdError
+        if type(e).__name__ == "ZstdError":
+            raise DataError(f"cannot read compressed (.zst) file {u.path}: truncated or corrupt ({e})") from None
+        raise
+
+
+def _json_docs(u: Unit, column: str, stats: ReadStats) -> Iterator[str]:
+    first_line = _first_line_number(u)
+    for n, line in _lines(u, stats):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{u.path}:{first_line + n - 1}: not valid JSON lines ({e.msg})") from None
+        if not isinstance(row, dict) or column not in row:
+            cols = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+            raise DataError(f"{u.path}:{first_line + n - 1}: no column '{column}' (has: {cols}); pass --text-column")
+        yield row[column]
+
+
+def _first_line_number(u: Unit) -> int:
+    """Line number of the unit's first line in its file (error messages name real lines)."""
+    if not u.start:
+        return 1
+    with open(u.path, "rb") as fh:
+        n, left = 1, u.start
+        while left > 0:
+            block = fh.read(min(left, 1 << 24))
+            n, left = n + block.count(b"\n"), left - len(block)
+    return n
+
+
+def _parquet_docs(u: Unit, column: str, stats: ReadStats) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(u.path)
+    except FileNotFoundError:
+        raise DataError(f"{u.path} vanished while prep was running") from None
+    if column not in pf.schema_arrow.names:
+        raise DataError(f"{u.path}: no column '{column}' (columns: {', '.join(pf.schema_arrow.names)}); "
+                        "pass --text-column")
+    stats.bytes += u.size
+    for batch in pf.iter_batches(batch_size=1024, row_groups=range(u.start, u.end), columns=[column]):
+        yield from batch.column(0).to_pylist()
+
+
+def _hub_docs(u: Unit, column: str) -> Iterator[str]:
+    import datasets
+
+    ds = datasets.load_dataset(u.path, split="train", streaming=True)
+    ds = ds.shard(num_shards=ds.num_shards, index=u.start)
+    for row in ds:
+        if column not in row:
+            raise DataError(f"dataset {u.path} has no column '{column}' (columns: {', '.join(row)})")
+        yield row[column]
+
+
+def documents(u: Unit, text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
+    """-> the unit's non-blank documents, in order."""
+    stats = stats if stats is not None else ReadStats()
+    if u.kind == "pydoc":
+        it = iter(pydoc_documents())
+    elif u.kind == "txt":
+        it = paragraphs(line for _, line in _lines(u, stats))
+    elif u.kind == "json":
+        it = _json_docs(u, text_column, stats)
+    elif u.kind == "parquet":
+        it = _parquet_docs(u, text_column, stats)
+    else:
+        it = _hub_docs(u, text_column)
+    for doc in it:
+        if isinstance(doc, str) and doc.strip():
+            stats.documents += 1
+            if u.kind in ("pydoc", "hub"):
+                stats.bytes += len(doc.encode())
+            yield doc
+
+
+def fingerprint(units: list[Unit]) -> list[list]:
+    """(path, size, mtime) of every local file: a rerun resumes only on the same corpus."""
+    out = []
+    for p in sorted({u.path for u in units if u.kind not in ("pydoc", "hub")}):
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise DataError(f"cannot read {p}: {e.strerror}") from None
+        out.append([p, st.st_size, st.st_mtime_ns])
+    return out
+
