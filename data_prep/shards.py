@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from masklab.data_prep.tokenizer import TokenizerInfo, file_sha256
+from masklab.data_prep.tokenizer import TokenizerInfo
 from masklab.data_prep.verify import SHARD_FILES, content_digest, verify_split, verify_tokenizer
 from masklab.errors import DataError
 
