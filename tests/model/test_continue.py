@@ -129,13 +129,13 @@ def test_continue_minilm_end_to_end(minilm, imported, minilm_data, tmp_path, mon
         assert not np.any(np.load(f) == pad), f
     common = _overrides(minilm_data, tmp_path / "full", f"train.init_from={imported}", "train.max_steps=20",
                         "model.hidden_dropout=0.05")  # a compatible override
-    full = train(load_config("configs/smoke_cpu.yaml", common))
+    full = train(load_config("configs/continue_minilm.yaml", common))
     assert full["step"] == 20
     part = [o.replace(str(tmp_path / "full"), str(tmp_path / "part")) for o in common]
     with monkeypatch.context() as m:
         m.setattr(T, "StopFlag", lambda: _StopAfter(8))
-        assert train(load_config("configs/smoke_cpu.yaml", part))["step"] == 8
-    train(load_config("configs/smoke_cpu.yaml", part))
+        assert train(load_config("configs/continue_minilm.yaml", part))["step"] == 8
+    train(load_config("configs/continue_minilm.yaml", part))
     losses = [[r["loss"] for r in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())
                if "loss" in r] for d in ("full", "part")]
     assert len(losses[0]) == 20 and losses[0] == losses[1]
