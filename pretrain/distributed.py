@@ -65,9 +65,24 @@ def _slurm_master() -> None:
         env["MASTER_PORT"] = str(20000 + int(env["SLURM_JOB_ID"]) % 20000)
 
 
-def init(world: World, device: torch.device, timeout_s: int = 300) -> None:
-    if not world.distributed or dist.is_initialized():
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init(world: World, device: torch.device, timeout_s: int = 300, single_group: bool = False) -> None:
+    """Join the process group of a distributed run. `single_group`: a one-process run that still
+    needs a group (DeepSpeed, which otherwise falls back to MPI discovery and dies without mpi4py)
+    gets a world of one on 127.0.0.1 and a free port."""
+    if dist.is_initialized():
         return
+    if not world.distributed:
+        if not single_group:
+            return
+        os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
     os.environ.setdefault("RANK", str(world.rank))
     os.environ.setdefault("WORLD_SIZE", str(world.world_size))
     os.environ.setdefault("LOCAL_RANK", str(world.local_rank))

@@ -73,7 +73,7 @@ def setup(cfg) -> RunState:
         raise ConfigError(f"train.launcher=single, but this process is rank {world.rank} of {world.world_size} "
                           "(started by torchrun/srun): use train.launcher=auto, ddp or deepspeed")
     device = pick_device(tc.device, world)
-    D.init(world, device, tc.dist_timeout_s)
+    D.init(world, device, tc.dist_timeout_s, single_group=tc.launcher == "deepspeed")
     if tc.num_threads > 0 and device.type == "cpu":
         torch.set_num_threads(tc.num_threads)
     shards = ShardSet(cfg.data.shards, "train")

@@ -107,3 +107,18 @@ def test_deepspeed_skips_nan_step_and_refuses_other_world_size(need_deepspeed, p
     r = torchrun(COMMON[:-4] + ["train.max_steps=8"] + extra, nproc=1, timeout=120)
     assert r.returncode != 0 and "deepspeed.world_size: checkpoint 2 vs now 1" in r.stderr, r.stderr[-2000:]
     assert "Use a new train.out_dir" in r.stderr
+
+
+def test_deepspeed_single_process_without_a_launcher(need_deepspeed, single, prepared_data, tmp_path):
+    """`masklab train ... train.launcher=deepspeed` with no torchrun/srun runs as a world of one (it used
+    to die inside DeepSpeed's MPI discovery: No module named 'mpi4py') and matches the plain engine."""
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") and not k.startswith("SLURM_")}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "masklab.cli", "train", "configs/smoke_cpu.yaml", *COMMON,
+                        f"data.shards={prepared_data}", f"train.out_dir={run}", "train.launcher=deepspeed"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mpi4py" not in r.stderr
+    assert [m["step"] for m in rows(run)] == [1, 2, 3, 4, 5, 6] and close(losses(run), losses(single))
