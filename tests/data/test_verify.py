@@ -111,3 +111,22 @@ def test_an_unwritable_data_dir_keeps_its_stamp_in_the_cache(data_copy, tmp_path
     seen = _shard_hashes(monkeypatch)
     ShardSet(data_copy, "train")
     assert [p for p in seen if "shard_" in p] == []
+
+
+def test_a_fresh_prep_is_stamped_and_its_first_open_hashes_no_shard(tmp_path, monkeypatch):
+    """The prep took every shard's sha256 while writing it, so it writes the stamp itself: the first
+    training start does the quick check, not a full re-hash of the corpus."""
+    from masklab.data_prep import PrepOptions, prepare
+
+    out = prepare(PrepOptions(source="pydoc", out=str(tmp_path / "d"), vocab_size=500, max_documents=200))
+    assert (out / V.STAMP).is_file()
+    seen = _shard_hashes(monkeypatch)
+    ShardSet(out, "train")
+    ShardSet(out, "validation")
+    assert [p for p in seen if "shard_" in p] == []
+    f = out / "train" / "shard_00000" / "tokens.npy"  # and the stamp still catches an edit
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        ShardSet(out, "train")

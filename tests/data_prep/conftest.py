@@ -51,5 +51,7 @@ def generated_txt(path: Path, docs: list[str], copies: int, seed: int = 0) -> Pa
 
 
 def tree_bytes(root: Path) -> dict:
-    """{relative path: bytes} of every file under root."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """{relative path: bytes} of every file under root, but the verification stamp: it records this
+    machine's file mtimes (a local cache of "already hashed", not part of the data)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "verified.json"}
