@@ -118,6 +118,6 @@ def test_modernbert_trains(prepared_data, tmp_path):
 
     cfg = load_config("configs/modernbert_smoke_cpu.yaml",
                       TINY + [f"data.shards={prepared_data}", f"train.out_dir={tmp_path / 'run'}", "model.num_layers=4",
-                              "model.local_window=16", "train.max_steps=40", "train.eval_every=40", "train.lr=3e-3"])
+                              "model.local_window=16", "train.max_steps=60", "train.eval_every=60", "train.lr=3e-3"])
     r = train(cfg)
     assert r["last"]["eval_loss"] < 0.8 * r["first_eval"]["loss"]
