@@ -7,12 +7,12 @@ max_seq_length (tokens incl. specials; longer inputs are truncated).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Optional
 
+from masklab.data_prep.tokenizer import file_sha256
 from masklab.errors import CheckpointError
 
 log = logging.getLogger("masklab.downstream")
@@ -46,12 +46,7 @@ def weights_file(path: str | Path, kind: str) -> Path:
     return next((f for f in files if f.name == "model.safetensors"), files[0])
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = file_sha256  # weights are hashed as every other file of the project is
 
 
 def sentence_transformers_settings(path: str | Path) -> dict:

@@ -103,12 +103,7 @@ def model_cfg_from_hf(hf_cfg, base) -> None:
     if getattr(hf_cfg, "position_embedding_type", "absolute") not in (None, "absolute"):
         raise CheckpointError(f"unsupported position_embedding_type '{hf_cfg.position_embedding_type}'")
     base.preset = "bert"
-    base.vocab_size = hf_cfg.vocab_size
-    base.hidden_size = hf_cfg.hidden_size
-    base.num_layers = hf_cfg.num_hidden_layers
-    base.num_heads = hf_cfg.num_attention_heads
-    base.intermediate_size = hf_cfg.intermediate_size
-    base.max_position_embeddings = hf_cfg.max_position_embeddings
+    copy_shape(base, hf_cfg)
     base.type_vocab_size = hf_cfg.type_vocab_size
     base.layer_norm_eps = hf_cfg.layer_norm_eps
     base.hidden_dropout = hf_cfg.hidden_dropout_prob
@@ -124,3 +119,13 @@ def used_keys(hf: dict[str, torch.Tensor], num_layers: int) -> set[str]:
         names |= {q + n for n in _LAYER.values()}
         names |= {q + f"attention.self.{n}.{w}" for n in ("query", "key", "value") for w in ("weight", "bias")}
     return names & set(canonical_keys(hf))
+
+
+def copy_shape(base, hf_cfg) -> None:
+    """The keys BERT and ModernBERT configs name alike: vocabulary, widths, depth, positions."""
+    base.vocab_size = hf_cfg.vocab_size
+    base.hidden_size = hf_cfg.hidden_size
+    base.num_layers = hf_cfg.num_hidden_layers
+    base.num_heads = hf_cfg.num_attention_heads
+    base.intermediate_size = hf_cfg.intermediate_size
+    base.max_position_embeddings = hf_cfg.max_position_embeddings

@@ -11,6 +11,7 @@ import torch
 from transformers import ModernBertConfig
 
 from masklab.errors import CheckpointError
+from masklab.pretrain.hf_bert import copy_shape
 
 _LAYER = {"attn_norm.weight": "attn_norm.weight", "Wqkv.weight": "attn.Wqkv.weight", "Wo.weight": "attn.Wo.weight",
           "mlp_norm.weight": "mlp_norm.weight", "Wi.weight": "mlp.Wi.weight", "Wo_mlp.weight": "mlp.Wo.weight"}
@@ -123,12 +124,7 @@ def model_cfg_from_hf(hf_cfg, base) -> None:
         if params.get("rope_type", "default") != "default":
             raise CheckpointError(f"unsupported ModernBERT rope_type '{params['rope_type']}' for {kind} layers")
     base.preset = "modernbert"
-    base.vocab_size = hf_cfg.vocab_size
-    base.hidden_size = hf_cfg.hidden_size
-    base.num_layers = hf_cfg.num_hidden_layers
-    base.num_heads = hf_cfg.num_attention_heads
-    base.intermediate_size = hf_cfg.intermediate_size
-    base.max_position_embeddings = hf_cfg.max_position_embeddings
+    copy_shape(base, hf_cfg)
     base.layer_norm_eps = float(hf_cfg.norm_eps)
     base.global_attn_every = every
     base.local_window = hf_cfg.local_attention
