@@ -122,6 +122,7 @@ class TrainConfig:
     keep_last: int = 2
     resume: str = "auto"  # auto | never | <checkpoint dir>; never/other dir refuse an out_dir with checkpoints
     max_nan_skips: int = 5
+    stop_poll_steps: int = 10  # distributed: ranks agree on a stop signal every this many steps (a host sync)
     progress: bool = True
     tensorboard: bool = True
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
@@ -315,7 +316,7 @@ def validate(cfg: DictConfig) -> None:
     need(0.0 <= t.min_lr_ratio <= 1.0, f"train.min_lr_ratio={t.min_lr_ratio} must lie in [0, 1]")
     for k in ("weight_decay", "grad_clip"):
         need(math.isfinite(t[k]) and t[k] >= 0, f"train.{k}={t[k]} must be a finite number >= 0")
-    for k in ("log_every", "eval_every", "save_every", "max_nan_skips", "dist_timeout_s"):
+    for k in ("log_every", "eval_every", "save_every", "max_nan_skips", "stop_poll_steps", "dist_timeout_s"):
         need(t[k] >= 1, f"train.{k}={t[k]} must be >= 1")
     for k in ("warmup_steps", "keep_last", "num_threads"):
         need(t[k] >= 0, f"train.{k}={t[k]} must be >= 0")

@@ -1,8 +1,9 @@
 """One small interface over the three ways to step a model: plain, torch DDP, DeepSpeed.
 
 The loop calls: `lr(value)`; per micro-batch `forward(batch)` and `backward(loss, last_micro)`
-inside `no_sync(last_micro)`; then `step(skip)` (clip + optimizer step + zero_grad, or drop
-the gradients of a skipped step; -> grad norm); `zero_grad()`. Checkpoints: our safetensors
+inside `no_sync(last_micro)`; then `step(loss_ok)` (clip + optimizer step + zero_grad; a
+non-finite loss or gradient norm skips the update; -> device grad norm, device ok flag);
+`zero_grad()`. Checkpoints: our safetensors
 checkpoint stores `checkpoint_optimizer` (None for DeepSpeed), and `save_extra(dir)` /
 `load_extra(ckpt)` write / read the engine's own state (DeepSpeed: its ZeRO-partitioned
 optimizer, every rank) inside our checkpoint directory.
@@ -18,13 +19,18 @@ DeepSpeed config: built here from our structured config (one source of truth): Z
 on CPU with "not implemented on CPU backend"; fp16 is not supported on CPU), so on CPU the
 torch AdamW is the only working choice, and it is the same update as the plain engine's.
 A non-finite gradient makes DeepSpeed's ZeRO optimizer skip the update by itself (global
-norm check in fp32, `check_grad_overflow` in bf16); `step(skip=True)` then only verifies it.
+norm check in fp32, `check_grad_overflow` in bf16); `step` then only verifies it, reading the
+loss flag on the host (DeepSpeed's own overflow check reads the device every step anyway).
+
+The plain / DDP engine skips on the device, with no host read: the fused AdamW takes a
+`found_inf` tensor (the mechanism torch's GradScaler uses); when it is 1 the kernel leaves
+parameters, exp_avg and exp_avg_sq untouched and the step counter is put back, exactly the
+state of an update that was never applied.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -72,17 +78,17 @@ class Engine:
         for g in self.optimizer.param_groups:
             g["lr"] = value
 
-    def step(self, skip: bool) -> float:
-        """Clip + step (or drop the gradients of a skipped step). -> grad norm (non-finite: not applied)."""
-        if skip:
-            self.zero_grad()
-            return float("nan")
+    def step(self, loss_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip + step + zero_grad, all on the device. `loss_ok`: bool [] (the step's loss is finite).
+        -> (grad norm float32 [], NaN when skipped; ok bool []: the update was applied)."""
         clip = self.tc.grad_clip if self.tc.grad_clip > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        if math.isfinite(norm):  # a finite loss can still give inf/NaN gradients: skip those too (as DeepSpeed does)
-            self.optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # a finite loss can still give inf/NaN gradients: skip those too (as DeepSpeed does)
+        ok = loss_ok & torch.isfinite(norm)
+        self.optimizer.found_inf = (~ok).float()  # read by the fused kernel on the device: 1 = leave all as is
+        self.optimizer.step()
         self.zero_grad()
-        return norm
+        return torch.where(ok, norm.float(), float("nan")), ok
 
     @property
     def checkpoint_optimizer(self):
@@ -140,15 +146,18 @@ class DeepSpeedEngine(Engine):
     def zero_grad(self) -> None:
         self.ds.zero_grad()
 
-    def step(self, skip: bool) -> float:
-        """The accumulation boundary: DeepSpeed clips and steps, or skips a non-finite gradient itself."""
+    def step(self, loss_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The accumulation boundary: DeepSpeed clips and steps, or skips a non-finite gradient itself.
+        Host reads here (the loss flag, DeepSpeed's applied flag and norm): DeepSpeed syncs in its
+        overflow check anyway. -> (grad norm float32 [], ok bool []) on the device, as the plain engine."""
         self.ds.step()
-        if skip and self.ds.was_step_applied():
+        applied = self.ds.was_step_applied()
+        if applied and not bool(loss_ok):
             raise MaskLabError("DeepSpeed applied an update with a non-finite loss (its overflow check is off?)")
-        if not self.ds.was_step_applied():  # DeepSpeed found inf/NaN gradients and skipped the update
-            return float("nan")
-        norm = self.ds.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        norm = self.ds.get_global_grad_norm() if applied else None  # not applied: inf/NaN gradients, skipped
+        norm = float("nan") if norm is None else float(norm)
+        return (torch.tensor(norm, dtype=torch.float32).to(self.device, non_blocking=True),
+                torch.tensor(applied).to(self.device, non_blocking=True))
 
     @property
     def checkpoint_optimizer(self):

@@ -40,7 +40,10 @@ class RunState:
     start: int = 0
     step: int = 0
     nan_run: int = 0  # non-finite steps in a row
-    nan_total: int = 0
+    nan_total: int = 0  # both as of the latest read of `nonfinite` (log / eval / save steps)
+    nonfinite: Any = None  # NonFiniteCounter: the device-side skip counts
+    busy_s: float = 0.0  # host time of the steps since the previous log line
+    busy_steps: int = 0
     first_eval: Optional[dict] = None
     last: dict = field(default_factory=dict)  # the latest logged record
     t_log: float = 0.0  # perf_counter at the previous log line

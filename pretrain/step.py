@@ -2,6 +2,11 @@
 
 Loss = sum of token losses / the global number of predictions of the whole optimizer step
 (all ranks, all micro-batches), so results do not depend on how the batch is split.
+
+No host synchronisation: everything the host needs (prediction and token counts, FLOPs) is
+read from the CPU batches before they move to the device; the global prediction count, the
+loss, the gradient norm and the skip decision stay device tensors. The loop reads them only
+on log / eval / save steps (pretrain/train.py).
 """
 from __future__ import annotations
 
@@ -37,16 +42,27 @@ class TrainHooks:
 
 @dataclass
 class StepResult:
+    """Device tensors are read by the loop only on log / eval / save steps."""
     lr: float
-    loss: float  # global mean token loss of the step
-    grad_norm: float  # NaN: the update was skipped
-    skipped: bool  # non-finite loss or gradient norm: no update applied
-    stats: torch.Tensor  # float32 [3] all-reduced (loss sum, correct predictions, tokens)
-    n_global: float  # predictions of the step, all ranks
+    loss: torch.Tensor  # float32 [] device: global mean token loss of the step
+    grad_norm: torch.Tensor  # float32 [] device; NaN: the update was skipped
+    ok: torch.Tensor  # bool [] device: False = non-finite loss or gradient norm, no update applied
+    stats: torch.Tensor  # float32 [3] device, all-reduced (loss sum, correct predictions, tokens)
+    n_global: torch.Tensor  # float64 [] device: predictions of the step, all ranks
     n_pred_local: int
     n_maskable_local: int
     flops: float  # executed matmul FLOPs of this rank's micro-batches
     mask_rate: float  # scheduled rate of the step
+
+
+def host_counts(run, step_batches: list) -> tuple[int, int, int, float]:
+    """From the CPU batches (no device read): -> (predictions, maskable tokens, tokens, FLOPs) of this rank."""
+    n_pred = sum(b.num_predictions for b in step_batches)
+    n_mask = sum(b.num_maskable for b in step_batches)
+    tokens = sum(b.num_tokens for b in step_batches)
+    flops = sum(step_flops(run.cfg.model, run.model.vocab_size, b.cu_seqlens[1:] - b.cu_seqlens[:-1],
+                           b.num_predictions) for b in step_batches)
+    return n_pred, n_mask, tokens, flops
 
 
 def train_step(run, step_batches: list, step: int, hooks: Optional[TrainHooks] = None) -> StepResult:
@@ -55,15 +71,16 @@ def train_step(run, step_batches: list, step: int, hooks: Optional[TrainHooks] =
     torch.manual_seed(tc.seed * 1_000_003 + step * 1009 + world.rank)  # dropout: counter-based per step
     lr = lr_at(step, tc)
     engine.lr(lr)
-    n_pred_local = sum(b.num_predictions for b in step_batches)
-    n_global = D.all_reduce_sum(torch.tensor([float(n_pred_local)], device=device)).item()
+    n_pred_local, n_maskable, tokens, flops = host_counts(run, step_batches)
+    # one non-blocking copy for both host counts (torch.tensor(..., device=cuda) would wait for the stream);
+    # float64 so that world / n rounds once to float32, as the Python scalar of the loss scale did
+    counts = D.all_reduce_sum(torch.tensor([float(n_pred_local), float(tokens)], dtype=torch.float64)
+                              .to(device, non_blocking=True))
+    n_global = counts[0].clamp(min=1.0)
+    scale = (world.world_size / n_global).float()  # DDP averages over ranks: scale back by world size
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    tokens, flops = 0, 0.0
     for i, b in enumerate(step_batches):
-        flops += step_flops(run.cfg.model, run.model.vocab_size, b.cu_seqlens[1:] - b.cu_seqlens[:-1],
-                            b.num_predictions)
-        tokens += b.num_tokens
         b = b.to(device, non_blocking=True)
         last_micro = i == len(step_batches) - 1
         ctx = engine.no_sync(last_micro)
@@ -71,15 +88,13 @@ def train_step(run, step_batches: list, step: int, hooks: Optional[TrainHooks] =
             out = engine.forward(b)
             if hooks is not None:
                 hooks.after_forward(step, out)
-            # gradient of the global mean; DDP averages over ranks, so scale back by world size
-            loss = out["loss_sum"] * (world.world_size / max(n_global, 1.0))
+            loss = out["loss_sum"] * scale  # gradient of the global mean
         with ctx:
             engine.backward(loss, last_micro)
         loss_sum += out["loss_sum"].detach().float()
         correct += out["n_correct"].detach()
-    stats = D.all_reduce_sum(torch.stack([loss_sum, correct.float(), torch.tensor(float(tokens), device=device)]))
-    step_loss = (stats[0] / max(n_global, 1.0)).item()
-    bad_loss = not math.isfinite(step_loss)
-    grad_norm = engine.step(skip=bad_loss)  # a non-finite gradient norm is skipped by the engine too
-    return StepResult(lr, step_loss, grad_norm, bad_loss or not math.isfinite(grad_norm), stats, n_global,
-                      n_pred_local, sum(b.num_maskable for b in step_batches), flops, step_batches[0].mask_rate)
+    stats = torch.cat([D.all_reduce_sum(torch.stack([loss_sum, correct.float()])), counts[1:].float()])
+    step_loss = stats[0] / n_global.float()
+    grad_norm, ok = engine.step(torch.isfinite(step_loss))  # the engine also skips a non-finite gradient norm
+    return StepResult(lr, step_loss, grad_norm, ok, stats, counts[0], n_pred_local, n_maskable, flops,
+                      step_batches[0].mask_rate)

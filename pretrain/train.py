@@ -1,9 +1,13 @@
 """The training loop: one entry point for single process, torchrun DDP and DeepSpeed (see engine).
 
 Read top to bottom: `setup` (data, process group) -> `resume_or_start` -> `build_engine` ->
-`restore` -> per step `train_step`, `track_non_finite`, `maybe_log`, `maybe_eval`,
-`handle_stop`, `maybe_save` -> `finish`. The pieces live in run_state.py, resume.py, step.py
-and stop.py.
+`restore` -> per step `train_step`, `maybe_log`, `maybe_eval`, `handle_stop`, `maybe_save`
+(each that acts first calls `track_non_finite`) -> `finish`. The pieces live in run_state.py, resume.py, step.py,
+nonfinite.py and stop.py.
+
+Host reads: a step leaves its loss, gradient norm and skip flag on the device; the loop reads
+them (and the non-finite counters) only on log / eval / save steps, and polls the stop flag
+across ranks every train.stop_poll_steps steps, so the host can queue steps ahead of the device.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import shutil
 import time
 from typing import Optional
 
+import torch
 from tqdm.auto import tqdm
 
 from masklab.config import require_set, to_yaml
@@ -22,6 +27,7 @@ from masklab.pretrain import init_from
 from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load_state, move_aside_after, save_checkpoint
 from masklab.pretrain.evaluate import evaluate_batches
 from masklab.pretrain.metrics import MetricsLog, peak_memory_mb
+from masklab.pretrain.nonfinite import NonFiniteCounter
 from masklab.pretrain.resume import check_out_dir_free, check_resume_compatible, checkpoint_to_resume
 from masklab.pretrain.run_lock import RunLock
 from masklab.pretrain.run_state import RunState, build_engine, setup, utilisation_peak
@@ -56,6 +62,7 @@ def run_loop(run: RunState, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict
     resume_or_start(run)
     build_engine(run)
     restore(run)
+    run.nonfinite = NonFiniteCounter(run.device, cfg.train.max_nan_skips, run.nan_total)
     metrics = open_outputs(run)
     tc, peak = cfg.train, utilisation_peak(run)
     loader = run.loader = step_loader(run.dataset, run.start, tc.max_steps, cfg.data.num_workers,
@@ -69,9 +76,10 @@ def run_loop(run: RunState, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict
         for step_batches in loader:
             t0 = time.perf_counter()
             result = train_step(run, step_batches, run.step, hooks)
-            track_non_finite(run, result)
+            run.nonfinite.update(result.ok, run.step)
             run.step += 1
-            maybe_log(run, metrics, bar, result, time.perf_counter() - t0, peak)
+            run.busy_s, run.busy_steps = run.busy_s + time.perf_counter() - t0, run.busy_steps + 1
+            maybe_log(run, metrics, bar, result, peak)
             maybe_eval(run, metrics)
             bar.update(1)
             if handle_stop(run, stop):
@@ -122,42 +130,52 @@ def open_outputs(run: RunState) -> MetricsLog:
     return metrics
 
 
-def track_non_finite(run: RunState, result: StepResult) -> None:
-    """Count skipped updates; too many in a row abort the run."""
-    tc = run.cfg.train
-    if not result.skipped:
-        run.nan_run = 0
-        return
-    run.nan_run, run.nan_total = run.nan_run + 1, run.nan_total + 1
-    log.warning("step %d: non-finite %s, update skipped (%d in a row, %d total)", run.step,
-                "gradient norm" if result.loss == result.loss else "loss", run.nan_run, run.nan_total)
-    if run.nan_run >= tc.max_nan_skips:
+def track_non_finite(run: RunState) -> None:
+    """Read the device's skip counters (log / eval / save steps only); too many in a row abort the run."""
+    tc, nf = run.cfg.train, run.nonfinite.read()
+    if nf.total > run.nonfinite.seen_total:
+        log.warning("step %d: %d non-finite step(s) since the previous report, updates skipped (%d in a row, "
+                    "%d total)", run.step, nf.total - run.nonfinite.seen_total, nf.in_a_row, nf.total)
+    run.nonfinite.seen_total = nf.total
+    run.nan_run, run.nan_total = nf.in_a_row, nf.total
+    if nf.abort_step >= 0:
         good = latest_checkpoint(run.run_dir)
         back = (f"; roll back to step {int(load_state(good)['step'])} with train.resume={good}" if good else
                 "; no checkpoint was written yet")
-        raise MaskLabError(f"aborting at step {run.step}: {run.nan_run} non-finite losses in a row (train.max_nan_skips="
-                           f"{tc.max_nan_skips}); lower train.lr or check the data{back}")
+        raise MaskLabError(f"aborting at step {nf.abort_step}: {tc.max_nan_skips} non-finite losses in a row "
+                           f"(train.max_nan_skips={tc.max_nan_skips}); lower train.lr or check the data{back}")
 
 
-def maybe_log(run: RunState, metrics: MetricsLog, bar, r: StepResult, dt: float, peak: float) -> None:
+def maybe_log(run: RunState, metrics: MetricsLog, bar, r: StepResult, peak: float) -> None:
+    """On log steps only: one host read of the step's device values (it waits for the device)."""
     tc, step = run.cfg.train, run.step
     if not (step % tc.log_every == 0 or step == tc.max_steps):
         return
-    run.last = {"loss": r.loss, "mlm_acc": (r.stats[1] / max(r.n_global, 1.0)).item(), "lr": r.lr,
+    t = time.perf_counter()
+    track_non_finite(run)
+    loss, acc, grad_norm, tokens = torch.stack([r.loss, r.stats[1] / r.n_global.clamp(min=1.0).float(),
+                                                r.grad_norm, r.stats[2]]).tolist()
+    # mean host time per step since the previous log, the wait for the device included: the host queues
+    # steps ahead, so the time of the logged step alone would not be its device time
+    dt = (run.busy_s + time.perf_counter() - t) / run.busy_steps
+    run.busy_s, run.busy_steps = 0.0, 0
+    run.last = {"loss": loss, "mlm_acc": acc, "lr": r.lr,
                 "mask_rate": r.mask_rate, "realised_mask_rate": r.n_pred_local / max(1, r.n_maskable_local),
-                "grad_norm": float("nan") if run.nan_run else r.grad_norm, "tokens_per_s": r.stats[2].item() / dt,
+                "grad_norm": float("nan") if run.nan_run else grad_norm, "tokens_per_s": tokens / dt,
                 "step_time_s": dt, "wall_s": time.perf_counter() - run.t_log,
                 "peak_memory_mb": peak_memory_mb(run.device), "utilisation": r.flops / dt / peak,
                 "nan_skipped_total": run.nan_total}
     run.t_log = time.perf_counter()
     metrics.log(step, run.last)
-    bar.set_postfix(loss=f"{r.loss:.3f}", acc=f"{run.last['mlm_acc']:.3f}", tok_s=f"{run.last['tokens_per_s']:.0f}")
+    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{run.last['tokens_per_s']:.0f}")
 
 
 def maybe_eval(run: RunState, metrics: MetricsLog, force: bool = False) -> Optional[dict]:
     tc, step = run.cfg.train, run.step
     if not run.eval_set or not (force or step % tc.eval_every == 0 or step == tc.max_steps):
         return None
+    if not force:
+        track_non_finite(run)  # no evaluation after the run hit train.max_nan_skips
     ev = evaluate_batches(run.model, run.eval_set, run.device, run.autocast)
     record = {f"eval_{k}": v for k, v in ev.items()}
     metrics.log(step, record)
@@ -168,8 +186,13 @@ def maybe_eval(run: RunState, metrics: MetricsLog, force: bool = False) -> Optio
 
 
 def handle_stop(run: RunState, stop: StopFlag) -> bool:
-    """A stop signal on any rank: every rank saves at this step; rank 0 requeues after a pre-emption."""
-    if not D.any_rank(stop.set, run.device):
+    """A stop signal on any rank: every rank saves at this step; rank 0 requeues after a pre-emption.
+    One process reads its own flag every step; ranks agree (a collective and a host read) every
+    train.stop_poll_steps steps only."""
+    if run.world.distributed:
+        if run.step % run.cfg.train.stop_poll_steps or not D.any_rank(stop.set, run.device):
+            return False
+    elif not stop.set:
         return False
     path = save(run)
     if run.world.is_main:
@@ -196,6 +219,7 @@ def finish(run: RunState) -> dict:
 def save(run: RunState):
     """Every rank writes its DeepSpeed shard (if any); rank 0 assembles the checkpoint atomically."""
     cfg, step, tc = run.cfg, run.step, run.cfg.train
+    track_non_finite(run)  # the skip total goes into the checkpoint; past train.max_nan_skips: no save
     state = {"data_position": run.loader.sampler.position(step), "logger_step": step, "compat": run.compat,
              "masking_rate": run.collator.rate(step), "world_size": run.world.world_size, "engine": run.engine.kind,
              "zero_stage": tc.zero_stage if run.use_ds else None, "nan_skipped_total": run.nan_total,
