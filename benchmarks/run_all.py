@@ -32,6 +32,8 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("kernels", ["kernels.py"] + (["--dry-run"] if quick and not gpu else [])),
         ("detection", ["detection.py"] + (["--quick"] if quick else [])),
         ("pmi", ["pmi_scale.py", "--memory-limit", "256MB"] + (["--quick"] if quick else [])),
+        ("prep", ["prep_scale.py"] + (["--quick"] if quick else [])),
+        ("data_input", ["data_input.py"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
     ]
     return out

@@ -23,3 +23,15 @@ def test_gpu_path_dry_run(tmp_path):
 def test_late_masking_runs(tmp_path):
     text = _run("late_masking.py", "--steps", "1", "--layers", "3", "--hidden", "64", tmp_path=tmp_path)
     assert "late insertion at layer 1" in text
+
+
+def test_prep_scale_quick(tmp_path):
+    text = _run("prep_scale.py", "--quick", tmp_path=tmp_path)
+    assert "| corpus MB | tokens | prep wall s | prep CPU s | prep tokens/CPU-s | raw encode_batch tokens/CPU-s" in text
+    assert "(train tokenizer" in text and "\n| 1 |" in text and "\n| 4 |" in text
+
+
+def test_data_input_quick(tmp_path):
+    text = _run("data_input.py", "--quick", tmp_path=tmp_path)
+    assert "| train tokens | first start s | second start s | shard open ms | full verify s | RSS MB |" in text
+    assert len([l for l in text.splitlines() if l.startswith("| ") and l[2].isdigit()]) == 3

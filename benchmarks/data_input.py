@@ -1,0 +1,133 @@
+"""Training input start-up at corpus scale (issue 17): a training run's time to its first step,
+the shard-set open (quick check) and the full `masklab verify`, at 3 corpus sizes spanning 20x.
+
+Corpora: benchmarks/prep_scale.py's (shuffled pydoc copies, one fixed WordPiece tokenizer),
+prepared here or reused from `--work DIR` (DIR/prep_<MB>mb from `prep_scale --work DIR`).
+Start-up = wall-clock seconds of a child process (interpreter start and imports included)
+running `train()` on configs/smoke_cpu.yaml with the tiny model of tests/conftest.py for one
+step and no eval: "first" has no sample index yet (DATA/index removed, so it is built), "second"
+is the same run again in a new out_dir (the index is mapped). RSS = the child's ru_maxrss at
+the second start. Shard open = `ShardSet(root, "train")` (quick check against prep's stamp),
+full verify = `masklab verify`'s check (sha256 of every file), both in a child, min of 3.
+
+    python -m benchmarks.data_input [--quick] [--sizes 2,10,45] [--work DIR] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import machine_line, write_table
+
+TINY = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=128",
+        "data.seq_len=64", "data.batch_size=8", "train.progress=false", "train.tensorboard=false",
+        "train.log_every=1", "train.device=cpu"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _child_train(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from masklab.config import load_config
+    from masklab.pretrain.train import train
+
+    train(load_config(str(ROOT / "configs" / "smoke_cpu.yaml"),
+                      TINY + [f"data.shards={args.data}", f"train.out_dir={args.run}", "train.max_steps=1",
+                              "train.eval_every=1000", "train.save_every=1000", "data.eval_batches=1"]))
+    print(json.dumps({"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    return 0
+
+
+def _child_open(args) -> int:
+    from masklab.data_prep.shards import ShardSet, read_manifest
+    from masklab.data_prep.verify import verify_split, verify_tokenizer
+
+    root, best_open, best_full = Path(args.data), float("inf"), float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        s = ShardSet(root, "train")
+        best_open = min(best_open, time.perf_counter() - t)
+        t = time.perf_counter()
+        manifest = read_manifest(root)
+        verify_tokenizer(root, manifest)
+        for split in manifest["splits"]:
+            verify_split(root, manifest, split, full=True)
+        best_full = min(best_full, time.perf_counter() - t)
+    print(json.dumps({"open": best_open, "full": best_full, "tokens": s.num_tokens}))
+    return 0
+
+
+def _child(*argv) -> tuple[dict, float]:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "benchmarks.data_input", "--child", *argv], capture_output=True,
+                       text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t
+    if r.returncode:
+        raise RuntimeError(f"child {argv} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1]), wall
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="sizes 0.2, 1, 4 MB")
+    ap.add_argument("--sizes", help="corpus sizes in MB (comma separated; default 2,10,45)")
+    ap.add_argument("--work", default="", help="prep_scale's --work dir: reuse DIR/prep_<MB>mb when present")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--kind", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--run", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return _child_train(args) if args.kind == "train" else _child_open(args)
+    sizes = [float(s) for s in (args.sizes or ("0.2,1,4" if args.quick else "2,10,45")).split(",")]
+    from benchmarks import prep_scale
+
+    tmp = tempfile.TemporaryDirectory()
+    work, scratch = Path(args.work or tmp.name), Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        tokenizer = work / "tokenizer.json"
+        for mb in sizes:
+            data = work / f"prep_{mb:g}mb"
+            if not (data / "manifest.json").is_file():
+                corpus = prep_scale.write_corpus(scratch / f"corpus_{mb:g}mb", mb)
+                if not tokenizer.is_file():  # train the fixed tokenizer once, on the smallest corpus
+                    prep_scale.prep(corpus, scratch / "tok", "")
+                    shutil.copy(scratch / "tok" / "tokenizer" / "tokenizer.json", tokenizer)
+                prep_scale.prep(corpus, data, str(tokenizer))
+            shutil.rmtree(data / "index", ignore_errors=True)
+            _, first = _child("--kind", "train", "--data", str(data), "--run", str(scratch / f"run_{mb:g}a"))
+            r, second = _child("--kind", "train", "--data", str(data), "--run", str(scratch / f"run_{mb:g}b"))
+            o, _ = _child("--kind", "open", "--data", str(data))
+            rows.append([f"{o['tokens']:,}", f"{first:.1f}", f"{second:.1f}", f"{o['open'] * 1e3:.1f}",
+                         f"{o['full']:.2f}", f"{r['rss']:.0f}"])
+    finally:
+        tmp.cleanup()
+    note = (f"{machine_line(1)} Corpora: benchmarks/prep_scale.py (shuffled pydoc copies, fixed WordPiece "
+            "tokenizer). first / second start: wall s of a child process running a 1-step tiny-model "
+            "train() (configs/smoke_cpu.yaml + tests/conftest.py TINY), without / with the sample index on "
+            "disk; both include interpreter start, imports and model build. Shard open = ShardSet(root, "
+            "'train') quick check; full verify = sha256 of every file (`masklab verify`); min of 3. Expected: "
+            "second start and shard open flat with size, full verify growing. Command: "
+            "`python -m benchmarks.data_input" + (" --quick" if args.quick else "")
+            + (f" --sizes {args.sizes}" if args.sizes else "") + "`.")
+    write_table(args.out, "Training input start-up at scale",
+                ["train tokens", "first start s", "second start s", "shard open ms", "full verify s",
+                 "RSS MB"], rows, note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
