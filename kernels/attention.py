@@ -44,7 +44,7 @@ def check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         raise ValueError(f"window must be >= 1, got {window}")
 
 
-LENGTH_BUCKETS = 4  # non-CPU torch path: sequences grouped by length, each group padded to its own max
+LENGTH_BUCKETS = 4  # `buckets` given: sequences grouped by length, each group padded to its own max
 
 
 def _pad_group(x: torch.Tensor, start: torch.Tensor, lens: torch.Tensor, max_len: int):
@@ -80,6 +80,37 @@ def _group_attention(q, k, v, seqs, cu_q, cu_k, lens_q, lens_k, scale, window):
     return out.transpose(1, 2).reshape(-1, q.shape[1], q.shape[2]).index_select(0, dst_q), src_q
 
 
+def padded_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, max_q: int, max_k: int, scale: float, window):
+    """One padded SDPA batch built with device ops only: no `.cpu()`, `.item()` or boolean
+    compaction (each would wait for the device). q [Tq, H, d], k/v [Tk, H, d], cu_seqlens int32
+    [B+1] on the device, max_q/max_k host ints (the batch knows them) -> [Tq, H, d]."""
+    B, H, d = cu_seqlens_q.numel() - 1, q.shape[1], q.shape[2]
+    if k.shape[0] == 0:
+        return q.new_zeros(q.shape)
+    cu_q, cu_k = cu_seqlens_q.long(), cu_seqlens_k.long()
+
+    def pad(x, cu, L):  # [T, H, d] -> [B, H, L, d] (rows past a sequence's end are don't-care), valid [B, L]
+        pos = torch.arange(L, device=x.device)
+        valid = pos[None, :] < (cu[1:] - cu[:-1])[:, None]
+        rows = (cu[:-1, None] + pos[None, :]).clamp(max=x.shape[0] - 1)
+        return x.index_select(0, rows.reshape(-1)).view(B, L, H, d).transpose(1, 2), valid
+
+    mq, mk = max(max_q, 1), max(max_k, 1)
+    qp, _ = pad(q, cu_q, mq)
+    kp, kvalid = pad(k, cu_k, mk)
+    vp, _ = pad(v, cu_k, mk)
+    mask = kvalid[:, None, None, :]  # [B, 1, 1, Lk]
+    if window is not None:
+        i = torch.arange(mq, device=q.device)[:, None]
+        j = torch.arange(mk, device=q.device)[None, :]
+        mask = mask & ((i - j).abs() <= window // 2)[None, None]
+    visible = mask.any(-1, keepdim=True)  # a query that sees no key gets zeros, as the kernels do
+    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask | ~visible, scale=scale) * visible
+    t = torch.arange(q.shape[0], device=q.device)
+    seq = torch.searchsorted(cu_q[1:], t, right=True)  # the sequence of each packed query row
+    return out.transpose(1, 2)[seq, t - cu_q[seq]]
+
+
 def _sequence_attention(qs, ks, vs, scale, window):
     """One sequence, no padding: qs [Lq, H, d], ks/vs [Lk, H, d] (row views of the packed
     tensors) -> [Lq, H, d]. SDPA reads the views as [1, H, L, d] through their strides, so
@@ -108,20 +139,24 @@ def _sequence_attention(qs, ks, vs, scale, window):
 def varlen_attention_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                            softmax_scale: Optional[float] = None, window: Optional[int] = None,
                            buckets: Optional[int] = None) -> torch.Tensor:
-    """Reference: SDPA per sequence (CPU) or per padded length group (elsewhere). -> [Tq, H, d]
+    """Reference: SDPA per sequence (CPU) or one padded batch (elsewhere). -> [Tq, H, d]
 
     CPU (buckets=None): each sequence runs on row views of q/k/v: no padding, no gather or scatter
     copies, one concatenation of the outputs (on CPU a kernel call costs microseconds, copies
-    and padded FLOPs cost more). Elsewhere, or with `buckets` given: sequences sorted by key length
-    and split into up to `buckets` (default LENGTH_BUCKETS) equal-count groups, each padded to its
-    own longest sequence with a key-padding (and band) mask; buckets=1 is one padded batch."""
+    and padded FLOPs cost more). Elsewhere (buckets=None): one batch padded to max_seqlen, built
+    on the device with no host read (`padded_on_device`; a GPU step stays sync-free). With
+    `buckets` given (tests, benchmarks): sequences sorted by key length and split into up to
+    `buckets` equal-count groups, each padded to its own longest sequence (host bookkeeping)."""
     check_varlen_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window)
     if q.shape[0] == 0:
         return q.clone()
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    if buckets is None and q.device.type != "cpu":  # the training default off CPU: no host read
+        return padded_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
+                                scale, window)
     cu_q, cu_k = cu_seqlens_q.cpu().long(), cu_seqlens_k.cpu().long()  # group bookkeeping on the host
     lens_q, lens_k = cu_q[1:] - cu_q[:-1], cu_k[1:] - cu_k[:-1]
-    if buckets is None and q.device.type == "cpu":
+    if buckets is None:
         # split (not slicing): its backward is one concatenation, not a zero-filled [T, H, d] per piece
         parts = zip(q.split(lens_q.tolist()), k.split(lens_k.tolist()), v.split(lens_k.tolist()))
         return torch.cat([_sequence_attention(a, b, c, scale, window) for a, b, c in parts])

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from masklab.errors import CheckpointError, ConfigError, MaskLabError
+from masklab.pretrain.deepspeed_load import weights_only_torch_load
 from masklab.pretrain.integrity import run_key, verify_manifest
 
 log = logging.getLogger("masklab.engine")
@@ -167,9 +168,11 @@ class DeepSpeedEngine(Engine):
         self.ds.save_checkpoint(str(directory), tag="state")
 
     def load_extra(self, ckpt: Path) -> None:
-        """DeepSpeed's format unpickles (code can run): its state is read only from a checkpoint whose
+        """DeepSpeed's format is pickle. Two guards: its state is read only from a checkpoint whose
         sha256 manifest is signed by this train.out_dir's run key (pretrain/integrity.py), i.e. one
-        this run directory wrote, or with train.trust_checkpoint=true for a copied run."""
+        this run directory wrote, or with train.trust_checkpoint=true for a copied run; and every
+        torch.load DeepSpeed makes then runs with weights_only=True and an exact allow-list
+        (pretrain/deepspeed_load.py), so even a trusted file cannot run code."""
         ckpt = Path(ckpt)
         if not (ckpt / "deepspeed").is_dir():
             raise CheckpointError(f"{ckpt}: no DeepSpeed state (deepspeed/) in this checkpoint: resume it with the "
@@ -180,4 +183,5 @@ class DeepSpeedEngine(Engine):
                                   f"(arbitrary code), and this checkpoint is not signed by train.out_dir="
                                   f"{self.tc.out_dir} (written elsewhere, or crafted). If it is a copy of your own "
                                   "run, set train.trust_checkpoint=true")
-        self.ds.load_checkpoint(str(ckpt / "deepspeed"), tag="state", load_module_strict=True)
+        with weights_only_torch_load():
+            self.ds.load_checkpoint(str(ckpt / "deepspeed"), tag="state", load_module_strict=True)

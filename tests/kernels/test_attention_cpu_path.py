@@ -34,3 +34,26 @@ def test_cpu_path_gathers_and_scatters_nothing():
         varlen_attention_torch(q, k, v, cq, ck, mq, mk).sum().backward()
     ops = {e.key for e in prof.key_averages()}
     assert not ops & {"aten::index_select", "aten::index_copy", "aten::index_add_", "aten::new_zeros"}, ops
+
+
+@pytest.mark.parametrize("window", [None, 2, 32])
+@pytest.mark.parametrize("lq,lk", CASES)
+def test_device_path_equals_reference_and_reads_nothing_back(lq, lk, window, monkeypatch):
+    """The non-CPU default (`padded_on_device`, run here on CPU tensors) equals the reference in
+    outputs and gradients, and never reads a tensor back to the host (a GPU step stays sync-free)."""
+    from masklab.kernels.attention import padded_on_device
+
+    q, k, v, cq, ck, mq, mk = pack(lq, lk, 2, 16, torch.float64)
+    w = torch.randn(q.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    ref = varlen_attention_torch(q, k, v, cq, ck, mq, mk, window=window, buckets=1)
+    reads = []
+    for name in ("item", "cpu", "tolist", "__bool__", "__int__", "__float__", "nonzero", "numpy"):
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=orig, _n=name, **kw: (reads.append(_n), _o(self, *a, **kw))[1])
+    got = padded_on_device(q, k, v, cq, ck, mq, mk, 1.0 / 4.0, window)
+    grads = torch.autograd.grad(got, (q, k, v), w)
+    monkeypatch.undo()
+    assert reads == []
+    torch.testing.assert_close(got, ref, atol=1e-12, rtol=1e-12)
+    for a, b in zip(grads, torch.autograd.grad(ref, (q, k, v), w)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)

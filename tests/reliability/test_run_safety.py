@@ -67,6 +67,23 @@ def test_crafted_deepspeed_checkpoint_is_refused_and_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def test_signed_or_trusted_deepspeed_pickle_still_cannot_run_code(tmp_path):
+    """Second guard: even a checkpoint that passes the signature (or trust_checkpoint=true) is read
+    with weights_only=True; a payload naming os.system is refused by name and never runs."""
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    ds = tmp_path / "ds" / "state"
+    ds.mkdir(parents=True)
+    torch.save({"module": {"w": torch.ones(2)}, "client": _Evil(marker)}, ds / "mp_rank_00_model_states.pt")
+    ck = save_checkpoint(run, 1, _model(), None, {}, "model: {}\n", None, extra_dirs={"deepspeed": tmp_path / "ds"})
+    assert verify_manifest(ck, run_key(run))  # signed by this run: the first guard lets it through
+    for trust in (False, True):
+        with pytest.raises(CheckpointError, match=r"refused to unpickle DeepSpeed state.*system"):
+            _ds_engine(run, trust=trust).load_extra(ck)
+    assert not marker.exists()
+    assert torch.load.__name__ == "load" and "weights_only" not in repr(torch.load)  # torch.load put back
+
+
 def test_own_signed_deepspeed_state_loads_and_tampering_is_caught(tmp_path):
     run = tmp_path / "run"
     ds = tmp_path / "ds" / "state"
