@@ -18,6 +18,14 @@ def test_folds_are_stratified_and_deterministic(separable):
         assert y[te].sum() == 6  # 30 positives / 5 folds
 
 
+def test_one_fold_is_one_clear_error(separable):
+    """Issue 14.12: `--folds 1` used to print a self-contradicting message."""
+    _, y = separable
+    for folds in (1, 0):
+        with pytest.raises(DataError, match=f"--folds {folds}: cross-validation needs at least 2 folds"):
+            stratified_folds(y, folds, 0)
+
+
 def test_cross_validate_summary_and_determinism(separable):
     X, y = separable
     r1 = cross_validate(X, y, ["lr", "gnb"], folds=3, seeds=(0, 1), n_boot=50)
