@@ -51,3 +51,14 @@ def test_data_input_quick(tmp_path):
     text = _run("data_input.py", "--quick", tmp_path=tmp_path)
     assert "| train tokens | first start s | second start s | shard open ms | full verify s | RSS MB |" in text
     assert len([l for l in text.splitlines() if l.startswith("| ") and l[2].isdigit()]) == 3
+
+
+def test_token_drop_quick(tmp_path):
+    text = _run("token_drop.py", "--quick", tmp_path=tmp_path)
+    assert "| chunks of 512, batch 8 | token dropping |" in text and "| token dropping (0.5, layers [1, 3)) | 4 |" in text
+
+
+def test_detection_quick_has_cross_source_rows(tmp_path):
+    text = _run("detection.py", "--quick", "--checkpoint", str(tmp_path / "none"), tmp_path=tmp_path)
+    assert "Detection across sources" in text and "| lang: en -> de/fr/es/it |" in text
+    assert "| channel: user_input -> tool_output/memory |" in text and "test FPR @ val thr (5% FPR)" in text
