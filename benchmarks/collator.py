@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine_line, write_table
+from benchmarks.results_table import machine_line, write_table
 
 TOKENS_PER_BATCH = 16384
 HF = "HF DataCollatorForLanguageModeling(whole_word_mask=True)"

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_line, write_table
+from benchmarks.child_process import run_child
+from benchmarks.results_table import machine_line, rerun_command, write_table
 
 TINY = ["model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=128",
         "data.seq_len=64", "data.batch_size=8", "train.progress=false", "train.tensorboard=false",
@@ -67,14 +66,10 @@ def _child_open(args) -> int:
 
 
 def _child(*argv) -> tuple[dict, float]:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "benchmarks.data_input", "--child", *argv], capture_output=True,
-                       text=True, env=env, cwd=ROOT)
-    wall = time.perf_counter() - t
-    if r.returncode:
-        raise RuntimeError(f"child {argv} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1]), wall
+    out = run_child("benchmarks.data_input", *argv, cwd=ROOT,
+                    env={"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    return out, time.perf_counter() - t
 
 
 def main(argv=None) -> int:
@@ -121,8 +116,7 @@ def main(argv=None) -> int:
             "disk; both include interpreter start, imports and model build. Shard open = ShardSet(root, "
             "'train') quick check; full verify = sha256 of every file (`masklab verify`); min of 3. Expected: "
             "second start and shard open flat with size, full verify growing. Command: "
-            "`python -m benchmarks.data_input" + (" --quick" if args.quick else "")
-            + (f" --sizes {args.sizes}" if args.sizes else "") + "`.")
+            + rerun_command("benchmarks.data_input", args.quick, args.sizes) + ".")
     write_table(args.out, "Training input start-up at scale",
                 ["train tokens", "first start s", "second start s", "shard open ms", "full verify s",
                  "RSS MB"], rows, note)

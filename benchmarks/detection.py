@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
-from benchmarks.common import machine_line, write_table
+from benchmarks.results_table import machine_line, write_table
 
 
 def fmt(summary, k):
@@ -35,7 +35,7 @@ def random_init_checkpoint(ckpt: str, work: Path) -> str:
 
     from masklab.config import to_yaml
     from masklab.pretrain.checkpoint import save_checkpoint
-    from masklab.pretrain.hf_io import load_pretrained, resolve_checkpoint
+    from masklab.pretrain.hf_convert import load_pretrained, resolve_checkpoint
 
     model, _, cfg = load_pretrained(ckpt)
     torch.manual_seed(0)
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
         rnd = load_encoder(minilm_path, kind="masklab-import", pooling="mean", random_init=True, seed=0)
         add("ours, MiniLM shape, random init (mean)", rnd.encode(data.texts), ["lr"])
         if not args.quick:
-            from masklab.downstream.finetune import FinetuneConfig, finetune_cv
+            from masklab.downstream.finetune import finetune_cv
+            from masklab.downstream.finetune_model import FinetuneConfig
 
             t0 = time.time()
             # lr 2e-4 / batch 8 was picked after 5e-5 / 16 (3 epochs: AUC 0.854, predicted every row malicious)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine_line, write_table
+from benchmarks.results_table import machine_line, write_table
 
 CHILD = r"""
 import json, resource, sys, time, torch

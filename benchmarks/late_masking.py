@@ -13,12 +13,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import machine_line, write_table
+from benchmarks.results_table import machine_line, write_table
 from benchmarks.texts import pydoc_samples
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_line, write_table
+from benchmarks.child_process import run_child
+from benchmarks.results_table import machine_line, rerun_command, write_table
 
 
 def _child(args) -> int:
@@ -37,10 +37,8 @@ def _child(args) -> int:
 
 
 def _measure(shards: Path, engine: str, memory_limit: str, work: Path) -> dict:
-    r = subprocess.run([sys.executable, "-m", "benchmarks.pmi_scale", "--child", "--shards", str(shards),
-                        "--table", str(work / f"pmi_{engine}"), "--engine", engine, "--memory-limit", memory_limit],
-                       capture_output=True, text=True, check=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.pmi_scale", "--shards", str(shards), "--table", str(work / f"pmi_{engine}"),
+                     "--engine", engine, "--memory-limit", memory_limit)
 
 
 def main(argv=None) -> int:
@@ -73,8 +71,8 @@ def main(argv=None) -> int:
                              f"{r['seconds'] / r['tokens'] * 1e6:.2f}", f"{r['peak_rss_mb']:.0f}",
                              f"{r['distinct_5grams']:,}"])
     note = (f"{machine_line(1)} DuckDB memory limit {args.memory_limit}. Generator: word-bigram Markov chain "
-            "trained on pydoc (benchmarks/markov_corpus.py). Command: `python -m benchmarks.pmi_scale"
-            + (" --quick" if args.quick else "") + "`.")
+            "trained on pydoc (benchmarks/markov_corpus.py). Command: "
+            + rerun_command("benchmarks.pmi_scale", args.quick) + ".")
     write_table(args.out, "PMI table build at scale (min_count 5, 20k n-grams)",
                 ["M tokens", "engine", "build s", "s / M tokens", "peak RSS MB", "distinct 5-grams"], rows, note)
     return 0

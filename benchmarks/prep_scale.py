@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_line, write_table
+from benchmarks.child_process import run_child
+from benchmarks.results_table import machine_line, rerun_command, write_table
 
 FILE_BYTES = 1 << 20
 
@@ -97,12 +96,7 @@ def _child_raw(args) -> int:
 
 
 def _run_child(*argv) -> dict:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "benchmarks.prep_scale", "--child", *argv], capture_output=True,
-                       text=True, env=env)
-    if r.returncode:
-        raise RuntimeError(f"child {argv} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.prep_scale", *argv, env={"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
 
 
 def prep(corpus: Path, out: Path, tokenizer: str, num_proc: int = 1, vocab_size: int = 8192,
@@ -164,8 +158,7 @@ def main(argv=None) -> int:
             "pool workers; raw = `tokenizers` `Tokenizer.encode_batch` (1000 paragraphs a batch, "
             "add_special_tokens=False, one thread), encode calls only. Targets: ratio >= 0.7x, peak RSS <= "
             "1500 MB and flat, --num-proc 2 speedup >= 1.7x (2 cores, shared machine: wall clock is noisy). "
-            "Command: `python -m benchmarks.prep_scale" + (" --quick" if args.quick else "")
-            + (f" --sizes {args.sizes}" if args.sizes else "") + "`.")
+            "Command: " + rerun_command("benchmarks.prep_scale", args.quick, args.sizes) + ".")
     write_table(args.out, "masklab prep at scale (fixed tokenizer)",
                 ["corpus MB", "tokens", "prep wall s", "prep CPU s", "prep tokens/CPU-s",
                  "raw encode_batch tokens/CPU-s", "ratio", "peak RSS MB", "num-proc 2 speedup"], rows, note)

@@ -24,7 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from benchmarks import peers, texts
-from benchmarks.common import machine_line, matmul_probe, median, spread, write_table
+from benchmarks.results_table import machine_line, write_table
+from benchmarks.timing import matmul_probe, median, spread
 
 # issue 21 targets: ours (best exact row) / strongest HF peer, per family and regime
 TARGETS = {("bert", "chunks512"): 1.15, ("bert", "paragraphs"): 2.5,

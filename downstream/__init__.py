@@ -2,14 +2,14 @@
 
 Public surface (what other packages and scripts may use):
 - data:        load_labelled, load_bastion, LabelledData
-- encoders:    load_encoder, detect_kind, Encoder
+- encoders:    load_encoder, detect_kind (Encoder: encoder_base)
 - classifiers: make_classifier, cross_validate, stratified_folds, Settings, NAMES
 - bundle:      save_bundle, load_bundle (fixed schema, no code from files)
 - crosssource: evaluate, load_split (train once, choose on validation, score test sets)
 - predict:     predict, load_model (bundles and fine-tuned models)
 - metrics:     binary_metrics, bootstrap_ci
 - pipeline:    embed, load_embeddings, classify, detect_smoke
-- finetune:    finetune, finetune_cv, FinetuneConfig, load_finetuned
+- finetune:    finetune, finetune_cv (FinetuneConfig, load_finetuned: finetune_model)
 - report:      write_report
 Heavy imports (torch, transformers, sklearn) happen when a function is first used.
 """
@@ -19,13 +19,13 @@ import importlib
 
 _EXPORTS = {
     "load_labelled": "data", "load_bastion": "data", "LabelledData": "data",
-    "load_encoder": "encoders", "detect_kind": "encoders", "Encoder": "encoders",
+    "load_encoder": "encoders", "detect_kind": "encoders", "Encoder": "encoder_base",
     "make_classifier": "classifiers", "cross_validate": "classifiers", "stratified_folds": "classifiers",
     "Settings": "classifiers", "NAMES": "classifiers", "save_bundle": "bundle", "load_bundle": "bundle",
     "evaluate": "crosssource", "load_split": "crosssource", "predict": "predict", "load_model": "predict",
     "binary_metrics": "metrics", "bootstrap_ci": "metrics",
     "embed": "pipeline", "load_embeddings": "pipeline", "classify": "pipeline", "detect_smoke": "pipeline",
-    "finetune": "finetune", "finetune_cv": "finetune", "FinetuneConfig": "finetune", "load_finetuned": "finetune",
+    "finetune": "finetune", "finetune_cv": "finetune", "FinetuneConfig": "finetune_model", "load_finetuned": "finetune_model",
     "write_report": "report",
 }
 __all__ = sorted(_EXPORTS)

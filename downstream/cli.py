@@ -98,7 +98,8 @@ def _predict(args) -> int:
 
 
 def _finetune(args) -> int:
-    from masklab.downstream.finetune import FinetuneConfig, finetune, finetune_cv
+    from masklab.downstream.finetune import finetune, finetune_cv
+    from masklab.downstream.finetune_model import FinetuneConfig
 
     cfg = FinetuneConfig(pooling=args.pooling, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup_ratio=args.warmup, patience=args.patience, val_fraction=args.val_fraction,

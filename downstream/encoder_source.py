@@ -37,7 +37,7 @@ def weights_file(path: str | Path, kind: str) -> Path:
     the resolved MaskLab checkpoint (a run directory resolves to its latest checkpoint)."""
     p = Path(path)
     if kind == "masklab":
-        from masklab.pretrain.hf_io import resolve_checkpoint
+        from masklab.pretrain.hf_convert import resolve_checkpoint
 
         p = resolve_checkpoint(p)
     files = sorted(p.glob("*.safetensors"))

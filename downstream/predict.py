@@ -19,14 +19,14 @@ class FinetunedScorer:
     """A `finetune` output directory (out/model) behind the bundle's predict interface."""
 
     def __init__(self, path: Path):
-        from masklab.downstream.finetune import load_finetuned
+        from masklab.downstream.finetune_model import load_finetuned
 
         self.model, self.tok, self.cfg = load_finetuned(path)
         self.info = {"classifier": f"finetune_{self.cfg.pooling}", "threshold": 0.0,
                      "label_names": {"0": "benign", "1": "malicious"}}
 
     def predict(self, texts: Sequence[str]) -> dict:
-        from masklab.downstream.finetune import predict_logodds
+        from masklab.downstream.finetune_training import predict_logodds
 
         s = predict_logodds(self.model, self.tok, list(texts), self.cfg)
         return {"score": s, "label": (s >= 0).astype(np.int64)}

@@ -17,7 +17,7 @@ log = logging.getLogger("masklab.smoke")
 
 def run(out: Path, config: str, overrides: list[str], folds: int = 5) -> dict:
     from masklab.data_prep import PrepOptions, prepare
-    from masklab.pretrain.hf_io import export_hf
+    from masklab.pretrain.hf_convert import export_hf
     from masklab.pretrain.train import train
 
     t0 = time.time()

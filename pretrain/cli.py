@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from masklab.pretrain.hf_io import export_hf
+    from masklab.pretrain.hf_convert import export_hf
 
     out = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
     head = json.loads((out / "masklab_export.json").read_text()).get("mlm_head")
@@ -41,7 +41,7 @@ def _import(args: argparse.Namespace) -> int:
     from masklab.data_prep.tokenizer import file_sha256, save_tokenizer
     from masklab.errors import CheckpointError
     from masklab.pretrain.checkpoint import save_checkpoint
-    from masklab.pretrain.hf_io import import_hf_model
+    from masklab.pretrain.hf_convert import import_hf_model
     from masklab.pretrain.masking import MASKING_ALGORITHM
 
     run = Path(args.out)

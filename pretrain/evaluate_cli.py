@@ -26,7 +26,7 @@ def _evaluate(args) -> int:
     from masklab.errors import DataError
     from masklab.pretrain.data import Collator, eval_batches
     from masklab.pretrain.evaluate import evaluate_batches
-    from masklab.pretrain.hf_io import load_pretrained, resolve_checkpoint
+    from masklab.pretrain.hf_convert import load_pretrained, resolve_checkpoint
     from masklab.pretrain.init_from import head_origin
     from masklab.pretrain.pll import pll_report_ids
 

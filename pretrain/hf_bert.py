@@ -78,7 +78,7 @@ def canonical_keys(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def from_hf_state_dict(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """BertForMaskedLM / BertModel state (canonical_keys names) -> ours; keys it does not use are
-    found by the caller (hf_io) against ALLOWED_UNMAPPED."""
+    found by the caller (hf_convert) against ALLOWED_UNMAPPED."""
     hf = canonical_keys(hf)
     out = {}
     for ours, name in _TOP.items():

@@ -20,7 +20,9 @@ from typing import Optional
 import torch
 from omegaconf import OmegaConf
 
-from masklab.config import ModelConfig, from_yaml_text, validate
+from masklab.config import from_yaml_text
+from masklab.config_schema import ModelConfig
+from masklab.config_validation import validate
 from masklab.data_prep.tokenizer import load_tokenizer, tokenizer_info
 from masklab.errors import CheckpointError, ConfigError
 from masklab.pretrain.checkpoint import MARKER, load_model_weights
@@ -37,10 +39,10 @@ def _is_hf_dir(p: Path) -> bool:
 def _source_model_cfg(src: Path):
     """-> (model section, tokenizer dir) of an HF directory or a MaskLab checkpoint."""
     if _is_hf_dir(src):
-        from masklab.pretrain.hf_io import import_hf_model
+        from masklab.pretrain.hf_convert import import_hf_model
 
         return import_hf_model(src).cfg.model, src
-    from masklab.pretrain.hf_io import resolve_checkpoint
+    from masklab.pretrain.hf_convert import resolve_checkpoint
 
     ckpt = resolve_checkpoint(src)
     return from_yaml_text((ckpt / "config.yaml").read_text()).model, ckpt / "tokenizer"
@@ -89,11 +91,11 @@ def load_weights(model: torch.nn.Module, cfg) -> None:
         return
     src = Path(cfg.train.init_from)
     if _is_hf_dir(src):
-        from masklab.pretrain.hf_io import import_hf_model
+        from masklab.pretrain.hf_convert import import_hf_model
 
         model.load_state_dict(import_hf_model(src).model.state_dict())
     else:
-        from masklab.pretrain.hf_io import resolve_checkpoint
+        from masklab.pretrain.hf_convert import resolve_checkpoint
 
         load_model_weights(model, resolve_checkpoint(src))
     log.info("initialised from %s (step 0 of a new run)", src)
@@ -116,9 +118,9 @@ def head_origin(ckpt: Path, _depth: int = 0) -> Optional[str]:
     if _is_hf_dir(src):
         from safetensors import safe_open
 
-        from masklab.pretrain.hf_io import HEAD_PREFIXES
+        from masklab.pretrain.hf_convert import HEAD_PREFIXES
         keys = [k for f in src.glob("*.safetensors") for k in safe_open(str(f), "pt").keys()]
         return "pretrained" if any(k.startswith(HEAD_PREFIXES) for k in keys) else "initialised"
-    from masklab.pretrain.hf_io import resolve_checkpoint
+    from masklab.pretrain.hf_convert import resolve_checkpoint
 
     return head_origin(resolve_checkpoint(src), _depth + 1)

@@ -20,7 +20,8 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from masklab.config import require_set, to_yaml
+from masklab.config import to_yaml
+from masklab.config_validation import require_set
 from masklab.errors import MaskLabError
 from masklab.pretrain import distributed as D
 from masklab.pretrain import init_from

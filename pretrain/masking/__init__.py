@@ -45,7 +45,7 @@ def resolve_table(key: str, path: str) -> str:
 
 
 def build_masker(cfg, tok, shards_manifest: Optional[dict] = None) -> Masker:
-    """The masker for `cfg` (the masking section, already validated by masklab.config: rates,
+    """The masker for `cfg` (the masking section, already validated by masklab.config_validation: rates,
     insertion layer). What needs the data is checked here, at start-up, with a clear
     ConfigError: word boundaries in the shards, a PMI table / weight table made with this tokenizer."""
     if cfg.unit in WORD_UNITS and shards_manifest is not None and not shards_manifest.get("word_starts", False):

@@ -37,7 +37,7 @@ def build_model(model_cfg, tok_info, masking_cfg=None, backend: str = "auto") ->
     model = PRESETS[model_cfg.preset]()(model_cfg, vocab, backend)
     model.mask_token_id = tok_info.mask_id
     attach_token_drop(model, model_cfg.token_drop, model_cfg.num_layers, vocab, tok_info.special_ids)
-    if masking_cfg is not None and masking_cfg.insertion == "late":  # the layer range: masklab.config.validate
+    if masking_cfg is not None and masking_cfg.insertion == "late":  # the layer range: masklab.config_validation.validate
         model.insert_layer = masking_cfg.insert_layer
     return model
 

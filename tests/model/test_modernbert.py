@@ -11,21 +11,15 @@ from masklab.data_prep import ShardSet
 from masklab.config import load_config
 from masklab.pretrain.data import Collator
 from masklab.pretrain.model import build_model
-from tests.model.util import checkpoint, mixed_batch, tiny_cfg
+from tests.model.padded_parity import assert_padded_matches_unpadded
+from tests.model.tiny_models import checkpoint, mixed_batch, tiny_cfg
 
 
 def test_unpadded_batch_equals_one_sequence_at_a_time(prepared_data, tmp_path):
     """Packed sequences longer than the window (8) through local and global layers = each alone."""
     _, m = checkpoint(prepared_data, tmp_path, "modernbert")
     assert [layer.window for layer in m.layers] == [None, 8, 8, None]
-    ids, mask = mixed_batch(1000, lens=(23, 7, 15, 40))
-    with torch.no_grad():
-        padded = m.forward_padded(ids, mask)
-        for b in range(ids.shape[0]):
-            n = int(mask[b].sum())
-            one = m.encode(ids[b, :n], torch.tensor([0, n], dtype=torch.int32), n, torch.arange(n))
-            torch.testing.assert_close(padded[b, :n], one, atol=1e-5, rtol=1e-5)
-        assert torch.all(padded[~mask.bool()] == 0)
+    assert_padded_matches_unpadded(m, *mixed_batch(1000, lens=(23, 7, 15, 40)))
 
 
 def test_local_layers_see_only_the_window(prepared_data, tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from masklab.data_prep import load_tokenizer
 from masklab.pretrain.pll import pll_report, pll_tokens
-from tests.model.util import checkpoint
+from tests.model.tiny_models import checkpoint
 
 SENTENCE = "the for statement is used to iterate over the elements of a sequence such as a string tuple or list"
 

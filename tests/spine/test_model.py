@@ -9,6 +9,7 @@ from masklab.data_prep.tokenizer import TokenizerInfo
 from masklab.config import load_config
 from masklab.pretrain.hf_bert import from_hf_state_dict, hf_config, to_hf_state_dict
 from masklab.pretrain.model import build_model, padded_vocab_size
+from tests.model.padded_parity import assert_padded_matches_unpadded
 
 TOK = TokenizerInfo(vocab_size=100, pad_id=0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=(0, 1, 2, 3, 4), sha256="x")
 
@@ -35,14 +36,7 @@ def test_vocab_is_padded_to_multiple_of_64():
 
 def test_padded_and_unpadded_paths_agree():
     m, _ = _model()
-    ids, mask = _mixed_batch()
-    with torch.no_grad():
-        padded = m.forward_padded(ids, mask)
-        for b in range(ids.shape[0]):
-            n = int(mask[b].sum())
-            one = m.encode(ids[b, :n], torch.tensor([0, n], dtype=torch.int32), n, torch.arange(n))
-            torch.testing.assert_close(padded[b, :n], one, atol=1e-5, rtol=1e-5)
-        assert torch.all(padded[mask == 0] == 0)
+    assert_padded_matches_unpadded(m, *_mixed_batch())
 
 
 def test_matches_transformers_bert_both_ways():

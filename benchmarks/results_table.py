@@ -1,9 +1,9 @@
-"""Shared bits of the benchmark scripts: machine line, markdown tables, step statistics, matmul peak."""
+"""What every benchmark writes: the machine line (CPU, cores, GPU, torch, commit) and its results
+as a markdown table."""
 from __future__ import annotations
 
 import os
 import platform
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -36,6 +36,11 @@ def machine_line(threads: int) -> str:
             f"commit {commit}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
 
 
+def rerun_command(module: str, quick: bool = False, sizes: str = "") -> str:
+    """The command a results note quotes, e.g. '`python -m benchmarks.prep_scale --quick`'."""
+    return f"`python -m {module}" + (" --quick" if quick else "") + (f" --sizes {sizes}" if sizes else "") + "`"
+
+
 def write_table(path: str, title: str, header: list[str], rows: list[list], note: str = "") -> str:
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -47,29 +52,3 @@ def write_table(path: str, title: str, header: list[str], rows: list[list], note
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     return text
-
-
-def median(xs) -> float:
-    return statistics.median(xs)
-
-
-def spread(xs, unit: str) -> str:
-    """Median [min-max] of a list of per-step figures, e.g. '2.31x [2.20-2.45]'."""
-    fmt = (lambda v: f"{v:.2f}") if unit == "x" else (lambda v: f"{v:,.0f}")
-    return f"{fmt(median(xs))}{unit} [{fmt(min(xs))}-{fmt(max(xs))}]"
-
-
-def matmul_probe(n: int = 1024):
-    """-> a callable timing one fp32 [n, n] @ [n, n] in process CPU time (as the training steps
-    are timed, same threads) and returning its FLOP/s: the denominator of utilisation."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-
-    def probe() -> float:
-        t = time.process_time()
-        a @ b
-        return 2 * n**3 / (time.process_time() - t)
-
-    return probe

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from masklab.atomic import atomic_dir
 from masklab.data_prep.tokenizer import load_tokenizer
-from masklab.config import MaskLabConfig, load_saved_config
+from masklab.config import load_saved_config
+from masklab.config_schema import MaskLabConfig
 from masklab.errors import CheckpointError
 from masklab.pretrain.checkpoint import MARKER, latest_checkpoint, load_model_weights
 from masklab.pretrain.init_from import head_origin
