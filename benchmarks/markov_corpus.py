@@ -17,7 +17,7 @@ import numpy as np
 
 from masklab.data_prep import ShardSet
 from masklab.data_prep.ngram_hash import token_hash_table, word_hashes
-from masklab.data_prep.shards import write_shards
+from masklab.data_prep.shard_writer import ShardWriter
 
 
 class WordBigram:
@@ -84,9 +84,12 @@ def write_corpus(src: str, out: str, n_tokens: int, seed: int = 0, model: WordBi
     shutil.rmtree(o, ignore_errors=True)
     (o / "train").mkdir(parents=True)
     shutil.copytree(Path(src) / "tokenizer", o / "tokenizer")
-    batches = ({"input_ids": [t for t, _ in docs[i:i + 1024]], "word_starts": [s for _, s in docs[i:i + 1024]]}
-               for i in range(0, len(docs), 1024))
-    entries = write_shards(o / "train", batches, shards.tokenizer.vocab_size)
+    writer = ShardWriter(o / "train", "shard", shards.tokenizer.vocab_size, shard_tokens=1 << 22)
+    for i in range(0, len(docs), 1024):
+        part = docs[i:i + 1024]
+        writer.add(np.concatenate([t for t, _ in part]).astype(np.uint32), np.concatenate([s for _, s in part]),
+                   np.asarray([len(t) for t, _ in part], np.int64))
+    entries = writer.close()
     m = dict(shards.manifest)
     m.update(source=f"markov-bigram({src}, seed={seed})", splits={"train": entries},
              counts={"train": {"documents": len(docs), "tokens": sum(len(t) for t, _ in docs)}})

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine_line, spread, write_table
+from benchmarks.results_table import machine_line, write_table
+from benchmarks.timing import spread
 from benchmarks.texts import make_batches, samples, tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

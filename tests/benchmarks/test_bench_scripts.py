@@ -62,3 +62,9 @@ def test_detection_quick_has_cross_source_rows(tmp_path):
     text = _run("detection.py", "--quick", "--checkpoint", str(tmp_path / "none"), tmp_path=tmp_path)
     assert "Detection across sources" in text and "| lang: en -> de/fr/es/it |" in text
     assert "| channel: user_input -> tool_output/memory |" in text and "test FPR @ val thr (5% FPR)" in text
+
+
+def test_pmi_scale_quick(tmp_path):
+    """The PMI-scale benchmark and its Markov corpus generator (it once rotted unnoticed)."""
+    text = _run("pmi_scale.py", "--quick", "--memory-limit", "256MB", tmp_path=tmp_path)
+    assert "| M tokens | engine | build s |" in text and "| duckdb |" in text and "| numpy |" in text
