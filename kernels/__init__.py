@@ -14,16 +14,27 @@ from masklab.kernels.dispatch import get_backend, implementation, load, resolve,
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                     softmax_scale=None, window=None, *, backend: Optional[str] = None) -> torch.Tensor:
-    """q [Tq, H, d], k/v [Tk, H, d], cu_seqlens_* int32 [B+1] -> [Tq, H, d]. Non-causal."""
-    name = resolve("varlen_attention", q.device, backend, dtype=q.dtype, head_dim=q.shape[-1], window=window)
+                     softmax_scale=None, window=None, *, positions: Optional[torch.Tensor] = None,
+                     backend: Optional[str] = None) -> torch.Tensor:
+    """q [Tq, H, d], k/v [Tk, H, d], cu_seqlens_* int32 [B+1] -> [Tq, H, d]. Non-causal.
+
+    window: query row i sees key row j iff |i - j| <= window // 2. positions (int [T], q and k the
+    same stream, strictly increasing within each sequence): the window is over these positions
+    instead, |positions[i] - positions[j]| <= window // 2 (ignored without a window)."""
+    if window is None:
+        positions = None
+    name = resolve("varlen_attention", q.device, backend, dtype=q.dtype, head_dim=q.shape[-1], window=window,
+                   positions=positions is not None)
     if torch.compiler.is_compiling() and name in ("torch", "triton"):  # one opaque op in the graph
         from masklab.kernels.custom_ops import varlen_attention_compiled
 
         return varlen_attention_compiled(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                         softmax_scale, window, name)
+                                         softmax_scale, window, name, positions)
     fn = load("varlen_attention", name)
-    return fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window)
+    if positions is None:  # the implementations' common positional signature
+        return fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window)
+    return fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window,
+              positions=positions)
 
 
 def masked_token_loss(hidden, positions, labels, dense_weight, dense_bias, ln_weight, ln_bias,

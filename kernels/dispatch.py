@@ -1,10 +1,10 @@
-"""The one place that picks a kernel backend, per call, from (op, device, dtype, head dim, window).
+"""The one place that picks a kernel backend, per call, from (op, device, dtype, head dim, window, positions).
 
 `auto` on CUDA: attention goes to `flash_attn` when it is installed and can take the call (fp16/bf16,
-sm_80+), else to Triton; the other ops go to Triton (sm_80+: the configs `masklab gpu-check` proves);
-everything else gets the PyTorch reference. Each distinct key is logged once with the choice and,
-when `auto` fell back from a faster backend, the reason. An explicitly requested backend that cannot
-take the call is an error naming why.
+sm_80+, no window over `positions`: its window is over row offsets), else to Triton; the other ops go
+to Triton (sm_80+: the configs `masklab gpu-check` proves); everything else gets the PyTorch reference.
+Each distinct key is logged once with the choice and, when `auto` fell back from a faster backend, the
+reason. An explicitly requested backend that cannot take the call is an error naming why.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class CallKey(NamedTuple):
     head_dim: Optional[int]
     window: Optional[int]
     requested: str
+    positions: bool = False  # the window is over true positions (varlen_attention(positions=...))
 
 
 def set_backend(name: str) -> None:
@@ -72,6 +73,8 @@ def _flash_refusal(key: CallKey, device: torch.device) -> Optional[str]:
         return "flash_attn needs CUDA tensors"
     if key.dtype is not None and key.dtype not in FLASH_DTYPES:
         return f"flash_attn takes fp16/bf16 only, got {key.dtype}"
+    if key.positions and key.window is not None:
+        return "flash_attn's window is over row offsets, this call's is over true positions (rows removed)"
     if key.head_dim is not None and key.head_dim > FLASH_MAX_HEAD_DIM:
         return f"flash_attn takes head_dim <= {FLASH_MAX_HEAD_DIM}, got {key.head_dim}"
     if cuda_capability(device) < MIN_CAPABILITY:
@@ -123,21 +126,23 @@ def _choose(key: CallKey, device: torch.device) -> tuple[str, str]:
 # the graph: a logging call traced by dynamo would break the graph.
 @torch.compiler.assume_constant_result
 def resolve(op: str, device: torch.device, override: Optional[str] = None, *, dtype: Optional[torch.dtype] = None,
-            head_dim: Optional[int] = None, window: Optional[int] = None) -> str:
-    """The backend for one call of `op` on `device` (dtype / head_dim / window: what the call carries)."""
+            head_dim: Optional[int] = None, window: Optional[int] = None, positions: bool = False) -> str:
+    """The backend for one call of `op` on `device` (dtype / head_dim / window / positions: what the call
+    carries; positions: the window is over true positions)."""
     name = override or _configured
     if name not in BACKENDS:
         raise ValueError(f"backend='{name}' is not one of {', '.join(BACKENDS)}")
     if op not in OPS:
         raise ValueError(f"unknown kernel op '{op}': one of {', '.join(OPS)}")
-    key = CallKey(op, device.type, dtype, head_dim, window, name)
+    key = CallKey(op, device.type, dtype, head_dim, window, name, bool(positions and window is not None))
     chosen, why = _choose(key, device)
     if key not in _logged:
         _logged.add(key)
         fell_back = "fallback" in why
         log.log(logging.WARNING if fell_back else logging.INFO,
                 "kernel backend for %s (device %s, dtype %s, head_dim %s, window %s): %s (requested %s; %s)",
-                op, key.device, str(dtype).replace("torch.", ""), head_dim, window, chosen, name, why)
+                op, key.device, str(dtype).replace("torch.", ""), head_dim,
+                f"{window} over positions" if key.positions else window, chosen, name, why)
     return chosen
 
 
@@ -198,5 +203,5 @@ def load(op: str, backend: str) -> Callable:
 
 
 def implementation(op: str, device: torch.device, override: Optional[str] = None, **key) -> Callable:
-    """The function for one call (key: dtype / head_dim / window, as in `resolve`)."""
+    """The function for one call (key: dtype / head_dim / window / positions, as in `resolve`)."""
     return load(op, resolve(op, device, override, **key))

@@ -88,17 +88,17 @@ def _signature(fn, types: dict) -> tuple[dict, dict]:
     return sig, attrs
 
 
-def _attention_jobs(dt: str, hd: int, window: int) -> list[dict]:
+def _attention_jobs(dt: str, hd: int, window: int, positions: bool = False) -> list[dict]:
     from masklab.kernels import triton_attention_bwd as AB
     from masklab.kernels import triton_attention_fwd as AF
     from masklab.kernels import triton_attention_tiles as AT
 
-    variant = f"{dt} d{hd}" + (f" w{window}" if window else "")
-    const = {"HEAD_DIM": hd, "WINDOW": window, "UPCAST": False}
+    variant = f"{dt} d{hd}" + (f" w{window}" if window else "") + (" pos" if positions else "")
+    const = {"HEAD_DIM": hd, "WINDOW": window, "HAS_POS": positions, "UPCAST": False}
     ints = ["stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_vt", "stride_vh", "stride_ot", "stride_oh",
             "stride_dot", "stride_doh", "stride_gt", "stride_gh", "total_q", "H", "D", "seq_bucket"]
     types = {n: f"*{dt}" for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")} | {n: "i32" for n in ints}
-    types |= {"LSE": "*fp32", "DELTA": "*fp32", "cu_q": "*i32", "cu_k": "*i32", "sm_scale": "fp32"}
+    types |= {"LSE": "*fp32", "DELTA": "*fp32", "cu_q": "*i32", "cu_k": "*i32", "POS": "*i32", "sm_scale": "fp32"}
     hc = AT.head_class(hd)
     jobs = []
     for kernel, fn, table in (("attn_fwd", AF._fwd_kernel, AT.FWD_CONFIGS),
@@ -120,13 +120,14 @@ def _jobs(subset: bool) -> list[dict]:
 
     jobs = []
     # subset (the CI test, ~1 min cold on 2 cores): the training dtype, BERT-base and the largest head
-    # dim, every shipped config; the full list adds fp16/fp32, d32 and the windowed variants
+    # dim, every shipped config; the full list adds fp16/fp32, d32 and the windowed variants (row offsets
+    # and true positions)
     dtypes = ["bf16"] if subset else ["bf16", "fp16", "fp32"]
     head_dims = [64, 128] if subset else [32, 64, 128]
     for dt in dtypes:
         for hd in head_dims:
-            for window in ([0] if subset else [0, 128]):
-                jobs += _attention_jobs(dt, hd, window)
+            for window, pos in ([(0, False)] if subset else [(0, False), (128, False), (128, True)]):
+                jobs += _attention_jobs(dt, hd, window, pos)
             types = {"O": f"*{dt}", "DO": f"*{dt}", "DELTA": "*fp32"}
             types |= {n: "i32" for n in ("stride_ot", "stride_oh", "stride_dot", "stride_doh", "total_q", "D")}
             sig, attrs = _signature(AB._bwd_preprocess, types)

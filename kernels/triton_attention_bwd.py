@@ -17,10 +17,10 @@ from masklab.kernels.triton_attention_tiles import PRE_BLOCK_T, PRE_NUM_WARPS, _
 
 
 @triton.jit
-def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, POS, sm_scale, stride_qt, stride_qh,
                      stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D, seq_bucket,
                      stride_gt, stride_gh,
-                     HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, HAS_POS: tl.constexpr, UPCAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
@@ -43,9 +43,11 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stri
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     lo = 0
     hi = q_len
-    if WINDOW > 0:
+    if WINDOW > 0:  # the row band; with POS a superset of the queries in the window
         lo = tl.maximum(n_start - WINDOW // 2, 0) // BLOCK_M * BLOCK_M
         hi = tl.minimum(n_start + BLOCK_N + WINDOW // 2, q_len)
+    if HAS_POS:
+        pos_n = tl.load(POS + k0 + offs_n, mask=offs_n < k_len, other=0)
     q_base = Q + q0 * stride_qt + h * stride_qh
     do_base = DO + q0 * stride_dot + h * stride_doh
     lse_base = LSE + h.to(tl.int64) * total_q + q0
@@ -59,7 +61,10 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stri
         s_t = tl.dot(k, tl.trans(q)) * sm_scale  # [BLOCK_N, BLOCK_M]
         valid = offs_n[:, None] < k_len
         if WINDOW > 0:
-            dist = offs_m[None, :] - offs_n[:, None]
+            if HAS_POS:
+                dist = tl.load(POS + q0 + offs_m, mask=offs_m < q_len, other=0)[None, :] - pos_n[:, None]
+            else:
+                dist = offs_m[None, :] - offs_n[:, None]
             valid = valid & (dist <= WINDOW // 2) & (dist >= -(WINDOW // 2))
         lse_safe = tl.where(lse == float("-inf"), 0.0, lse)  # a query with no key has P = 0
         p_t = tl.where(valid & (lse[None, :] != float("-inf")), tl.exp(s_t - lse_safe[None, :]), 0.0)
@@ -77,10 +82,10 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, sm_scale, stri
 
 
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt, stride_qh,
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, POS, sm_scale, stride_qt, stride_qh,
                    stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh, total_q, H, D, seq_bucket,
                    stride_gt, stride_gh,
-                   HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
+                   HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, HAS_POS: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -106,9 +111,11 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt,
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     lo = 0
     hi = k_len
-    if WINDOW > 0:
+    if WINDOW > 0:  # the row band; with POS a superset of the keys in the window
         lo = tl.maximum(m_start - WINDOW // 2, 0) // BLOCK_N * BLOCK_N
         hi = tl.minimum(m_start + BLOCK_M + WINDOW // 2, k_len)
+    if HAS_POS:
+        pos_m = tl.load(POS + q0 + offs_m, mask=offs_m < q_len, other=0)
     k_base = K + k0 * stride_kt + h * stride_kh
     v_base = V + k0 * stride_vt + h * stride_vh
     for n_start in range(lo, hi, BLOCK_N):
@@ -118,7 +125,10 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, sm_scale, stride_qt,
         s = tl.dot(q, tl.trans(k)) * sm_scale  # [BLOCK_M, BLOCK_N]
         valid = cols[None, :] < k_len
         if WINDOW > 0:
-            dist = offs_m[:, None] - cols[None, :]
+            if HAS_POS:
+                dist = pos_m[:, None] - tl.load(POS + k0 + cols, mask=cols < k_len, other=0)[None, :]
+            else:
+                dist = offs_m[:, None] - cols[None, :]
             valid = valid & (dist <= WINDOW // 2) & (dist >= -(WINDOW // 2))
         p = tl.where(valid & (lse[:, None] != float("-inf")), tl.exp(s - lse_safe[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v))
@@ -149,8 +159,9 @@ BWD_DQ = _Tuned("dq", _bwd_dq_kernel)
 
 
 def attention_backward(do, q, k, v, o, lse, cu_q, cu_k, max_q: int, max_k: int, scale: float, window: int,
-                       head_dim_block: int, upcast: bool):
-    """do/o [Tq, H, d] contiguous, q [Tq, H, d], k/v [Tk, H, d], lse [H, Tq] fp32 -> dq, dk, dv (contiguous)."""
+                       head_dim_block: int, upcast: bool, positions=None):
+    """do/o [Tq, H, d] contiguous, q [Tq, H, d], k/v [Tk, H, d], lse [H, Tq] fp32 -> dq, dk, dv (contiguous).
+    positions int32 [T]: as in attention_forward."""
     Tq, H, D = q.shape
     B = cu_q.numel() - 1
     delta = torch.empty((H, Tq), device=q.device, dtype=torch.float32)  # rowsum(dO * O), fp32
@@ -160,10 +171,11 @@ def attention_backward(do, q, k, v, o, lse, cu_q, cu_k, max_q: int, max_k: int, 
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
     dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
     dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
-    common = (cu_q, cu_k, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-              do.stride(0), do.stride(1), Tq, H, D, seq_bucket(max(max_q, max_k)))
+    has_pos = positions is not None and window > 0
+    common = (cu_q, cu_k, positions if has_pos else cu_q, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+              v.stride(0), v.stride(1), do.stride(0), do.stride(1), Tq, H, D, seq_bucket(max(max_q, max_k)))
     hc = head_class(D)
-    const = dict(HEAD_DIM=head_dim_block, WINDOW=window, UPCAST=upcast)
+    const = dict(HEAD_DIM=head_dim_block, WINDOW=window, HAS_POS=has_pos, UPCAST=upcast)
     BWD_DKDV[hc][lambda m: (triton.cdiv(max(max_k, 1), m["BLOCK_N"]), B * H)](
         q, k, v, do, lse, delta, dk, dv, *common, dk.stride(0), dk.stride(1), **const)
     BWD_DQ[hc][lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](

@@ -17,9 +17,9 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, sm_scale, stride_qt, stride_qh, stride_kt, stride_kh,
+def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, POS, sm_scale, stride_qt, stride_qh, stride_kt, stride_kh,
                 stride_vt, stride_vh, stride_ot, stride_oh, total_q, H, D, seq_bucket,
-                HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, UPCAST: tl.constexpr,
+                HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, HAS_POS: tl.constexpr, UPCAST: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -44,9 +44,11 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, sm_scale, stride_qt, stride_qh, str
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     lo = 0
     hi = k_len
-    if WINDOW > 0:
+    if WINDOW > 0:  # the row band; with POS a superset of the keys in the window (positions increase)
         lo = tl.maximum(m_start - WINDOW // 2, 0) // BLOCK_N * BLOCK_N
         hi = tl.minimum(m_start + BLOCK_M + WINDOW // 2, k_len)
+    if HAS_POS:
+        pos_m = tl.load(POS + q0 + offs_m, mask=offs_m < q_len, other=0)
     k_base = K + k0 * stride_kt + h * stride_kh
     v_base = V + k0 * stride_vt + h * stride_vh
     for n_start in range(lo, hi, BLOCK_N):
@@ -56,7 +58,10 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, sm_scale, stride_qt, stride_qh, str
         s = tl.dot(q, tl.trans(k)) * qk_scale
         valid = cols[None, :] < k_len
         if WINDOW > 0:
-            dist = offs_m[:, None] - cols[None, :]
+            if HAS_POS:
+                dist = pos_m[:, None] - tl.load(POS + k0 + cols, mask=cols < k_len, other=0)[None, :]
+            else:
+                dist = offs_m[:, None] - cols[None, :]
             valid = valid & (dist <= WINDOW // 2) & (dist >= -(WINDOW // 2))
         s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -79,15 +84,18 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, sm_scale, stride_qt, stride_qh, str
 FWD = _Tuned("fwd", _fwd_kernel)
 
 
-def attention_forward(q, k, v, cu_q, cu_k, max_q: int, scale: float, window: int, head_dim_block: int):
-    """q [Tq, H, d], k/v [Tk, H, d] (unit stride in d) -> (o [Tq, H, d] contiguous, lse [H, Tq] fp32)."""
+def attention_forward(q, k, v, cu_q, cu_k, max_q: int, scale: float, window: int, head_dim_block: int,
+                      positions=None):
+    """q [Tq, H, d], k/v [Tk, H, d] (unit stride in d) -> (o [Tq, H, d] contiguous, lse [H, Tq] fp32).
+    positions int32 [T] (q and k the same stream): the window over these positions, not row offsets."""
     Tq, H, D = q.shape
     B = cu_q.numel() - 1
     o = torch.empty(q.shape, device=q.device, dtype=q.dtype)  # contiguous, whatever q's strides
     lse = torch.empty((H, Tq), device=q.device, dtype=torch.float32)
     upcast = triton_interpreting() and q.dtype == torch.bfloat16
+    has_pos = positions is not None and window > 0
     FWD[head_class(D)][lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
-        q, k, v, o, lse, cu_q, cu_k, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        v.stride(0), v.stride(1), o.stride(0), o.stride(1), Tq, H, D, seq_bucket(max_q),
-        HEAD_DIM=head_dim_block, WINDOW=window, UPCAST=upcast)
+        q, k, v, o, lse, cu_q, cu_k, positions if has_pos else cu_q, scale, q.stride(0), q.stride(1), k.stride(0),
+        k.stride(1), v.stride(0), v.stride(1), o.stride(0), o.stride(1), Tq, H, D, seq_bucket(max_q),
+        HEAD_DIM=head_dim_block, WINDOW=window, HAS_POS=has_pos, UPCAST=upcast)
     return o, lse

@@ -45,7 +45,7 @@ def _config(row) -> triton.Config:
 
 
 class _Tuned:
-    """The kernel autotuned per head class over its table (keyed on head dim, window, length bucket:
+    """The kernel autotuned per head class over its table (keyed on head dim, window, positions, length bucket:
     the best tile differs between L=128 and L=512); in the interpreter, one config."""
 
     def __init__(self, name: str, kernel):
@@ -61,7 +61,7 @@ class _Tuned:
         rows = tuple(self.rows(hc))
         if (hc, rows) not in self._tuners:
             self._tuners[hc, rows] = triton.autotune(configs=[_config(r) for r in rows],
-                                                     key=["HEAD_DIM", "WINDOW", "seq_bucket"])(self.kernel)
+                                                     key=["HEAD_DIM", "WINDOW", "HAS_POS", "seq_bucket"])(self.kernel)
         return self._tuners[hc, rows]
 
 

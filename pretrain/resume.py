@@ -17,6 +17,21 @@ MODEL_KEYS = ("preset", "vocab_size", "pad_vocab_multiple", "hidden_size", "num_
               "global_attn_every", "local_window", "rope_theta", "local_rope_theta")
 
 
+def gapped_local_layers(cfg) -> bool:
+    """Whether a modernbert local layer runs on a stream with rows removed (layers < masking.insert_layer
+    under late insertion; Token Dropping's range, the last layer excluded): there its window is over
+    true positions since `model.local_window_over` exists (before, over stream rows)."""
+    mo, m = cfg.model, cfg.masking
+    if mo.preset != "modernbert":
+        return False
+    local = lambda i: i % mo.global_attn_every != 0
+    if m.insertion == "late" and any(local(i) for i in range(m.insert_layer)):
+        return True
+    td = mo.token_drop
+    end = td.end_layer if td.end_layer >= 0 else mo.num_layers + td.end_layer
+    return td.rate > 0 and any(local(i) for i in range(td.start_layer, min(end, mo.num_layers - 1)))
+
+
 def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> dict:
     """What must match between a checkpoint and the run resuming it (recorded in state.json).
 
@@ -31,6 +46,8 @@ def resume_compat(cfg, world: D.World, engine_kind: str, tokenizer_sha: str) -> 
     compat = {"data.batch_size": cfg.data.batch_size, "data.seq_len": cfg.data.seq_len, "train.seed": tc.seed,
               "data.shards_sha": tokenizer_sha, "engine": engine_kind == "deepspeed"}
     compat.update({f"model.{k}": getattr(cfg.model, k) for k in MODEL_KEYS})
+    if gapped_local_layers(cfg):  # only where it changes what the model computes
+        compat["model.local_window_over"] = "positions"
     compat.update(masking_compat(cfg))
     if engine_kind == "deepspeed":
         compat.update({"deepspeed.world_size": world.world_size, "train.zero_stage": tc.zero_stage})
@@ -43,9 +60,13 @@ _HINT = {"engine": "the checkpoint was written by a different engine (True = Dee
          "masking.algorithm": "this version of MaskLab draws different masks from the same seed than the one that "
                               "wrote the checkpoint",
          "masking.schedule_length": "the masking-rate schedule runs over masking.schedule_steps (0 = train.max_steps): "
-                                    "pin masking.schedule_steps to the checkpoint's value to train longer", **DATA_HINTS}
+                                    "pin masking.schedule_steps to the checkpoint's value to train longer",
+         "model.local_window_over": "modernbert local layers that run on a stream with rows removed (late-mask "
+                                    "insertion's visible stream, Token Dropping's kept rows) now take local_window "
+                                    "over true positions; the checkpoint was trained with it over stream rows",
+         **DATA_HINTS}
 # Keys that checkpoints written before they existed are known to have had.
-_OLD_DEFAULTS = {"masking.algorithm": 1, **DATA_OLD_DEFAULTS}
+_OLD_DEFAULTS = {"masking.algorithm": 1, "model.local_window_over": "rows", **DATA_OLD_DEFAULTS}
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:

@@ -30,13 +30,22 @@ class Stream:
     backend: str = "auto"  # kernels backend (auto | triton | flash_attn | torch)
     position_ids: Optional[torch.Tensor] = None  # int64 [T]: true positions within each sequence
     rope: Optional[dict] = None  # modernbert: {theta: (cos, sin) fp32 [T, 1, head_dim]}
+    # rows were removed (late insertion's visible stream, token dropping's kept rows): row offsets are
+    # not position offsets, so a local window must be taken over position_ids (kernels positions=)
+    gapped: bool = False
 
     def select(self, rows: torch.Tensor) -> "Stream":
         """The same stream restricted to rows int64 [T'] (token dropping's kept rows)."""
         pos = None if self.position_ids is None else self.position_ids.index_select(0, rows)
         rope = None if self.rope is None else {t: (c.index_select(0, rows), s.index_select(0, rows))
                                                for t, (c, s) in self.rope.items()}
-        return Stream(self.backend, pos, rope)
+        return Stream(self.backend, pos, rope, gapped=True)
+
+    @property
+    def window_positions(self) -> Optional[torch.Tensor]:
+        """What a windowed layer passes as kernels.varlen_attention(positions=): the true positions on
+        a gapped stream; None on a full one (consecutive positions: the row-offset window is the same)."""
+        return self.position_ids if self.gapped else None
 
 
 class Queries(NamedTuple):
@@ -64,9 +73,10 @@ class EncoderMLM(nn.Module):
         self.mask_token_id: Optional[int] = None  # set by the builder (late insertion needs it)
         self.insert_layer = 0
 
-    def stream(self, position_ids: torch.Tensor) -> Stream:
-        """Per-stream layer context for position_ids int64 [T] (presets add their tables)."""
-        return Stream(self.backend, position_ids)
+    def stream(self, position_ids: torch.Tensor, gapped: bool = False) -> Stream:
+        """Per-stream layer context for position_ids int64 [T] (presets add their tables); gapped: rows
+        were removed from the sequences (Stream.gapped)."""
+        return Stream(self.backend, position_ids, gapped=gapped)
 
     def run_layers(self, h: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, stream: Stream,
                    layers, queries: Optional[Queries] = None, batch: Optional[UnpaddedBatch] = None) -> torch.Tensor:
@@ -97,12 +107,13 @@ class EncoderMLM(nn.Module):
         return kernels.pad_input(self.encode(ids.squeeze(-1), cu, max_len, pos), idx, B, L, backend=self.backend)
 
     def _encode_late(self, b: UnpaddedBatch) -> torch.Tensor:
-        """Layers < insert_layer over the visible stream (true positions), then the [MASK] rows
-        scattered in -> [T, D]: exactly what the embedding layer outputs for [MASK] at each slot."""
+        """Layers < insert_layer over the visible stream (true positions: RoPE and local windows), then
+        the [MASK] rows scattered in -> [T, D]: exactly what the embedding layer outputs for [MASK] at
+        each slot."""
         vis, ins = b.visible_index, b.insert_positions
         pos = b.position_ids.index_select(0, vis)
         h = self.embeddings(b.input_ids.index_select(0, vis), pos)
-        h = self.run_layers(h, b.cu_seqlens_visible, b.max_seqlen_visible, self.stream(pos),
+        h = self.run_layers(h, b.cu_seqlens_visible, b.max_seqlen_visible, self.stream(pos, gapped=True),
                             self.layers[:self.insert_layer])
         mask_rows = self.embeddings(torch.full_like(ins, self.mask_token_id), b.position_ids.index_select(0, ins))
         return kernels.insert_masks(h, vis, ins, mask_rows.to(h.dtype), b.num_tokens, backend=self.backend)

@@ -3,9 +3,15 @@ attention, final norm; maps 1:1 onto transformers' ModernBertForMaskedLM (module
 follow HF's so the weight mapping in pretrain/hf_modernbert.py stays a rename).
 
 - Layer i attends globally iff i % global_attn_every == 0 (HF's `layer_types` rule), else within
-  a sliding window: query i sees key j iff |i - j| <= local_window // 2. That is HF's
-  `sliding_window = local_attention // 2` (masking_utils: `abs(q - kv) <= sliding_window`), and
-  what kernels.varlen_attention(window=local_window) computes.
+  a sliding window over TRUE positions: the token at position p_i sees the token at p_j (same
+  sequence) iff |p_i - p_j| <= local_window // 2. That is HF's `sliding_window = local_attention // 2`
+  (masking_utils: `abs(q - kv) <= sliding_window`). On the full stream positions are consecutive and
+  kernels.varlen_attention(window=local_window) computes it from row offsets; on a stream with rows
+  removed (late-mask insertion: layers < insert_layer run on the visible tokens only; Token
+  Dropping's kept rows) row offsets undercount distances, so the layer passes the true positions
+  (`positions=`, Stream.window_positions) and a local layer still spans local_window // 2 real
+  positions each side, however many [MASK] slots lie between (checkpoints trained before this
+  windowed rows instead: resume refuses them, pretrain/resume.py `model.local_window_over`).
 - RoPE: rope_theta on global layers, local_rope_theta on local ones, applied on the unpadded
   stream from position_ids, in fp32 like HF's apply_rotary_pos_emb (bf16 rotation loses bits).
 - No position embeddings: late-mask insertion inserts norm(tok_embeddings[MASK]) (what the
@@ -106,6 +112,7 @@ class ModernBertLayer(nn.Module):
             cu_q, max_q = queries.cu_seqlens, queries.max_seqlen
         q = apply_rope(q, cos, sin)
         a = kernels.varlen_attention(q, k, v, cu_q, cu_seqlens, max_q, max_seqlen, window=self.window,
+                                     positions=stream.window_positions if self.window is not None else None,
                                      backend=stream.backend)
         # HF: out_drop(Wo(attn)); its attention_dropout on the probabilities has no counterpart here
         x = residual + self.drop(self.Wo(a.reshape(-1, D)))
@@ -150,9 +157,9 @@ class ModernBertMLM(EncoderMLM):
         self._thetas = sorted({layer.theta for layer in self.layers})
         self._init_like_hf(cfg)
 
-    def stream(self, position_ids: torch.Tensor) -> Stream:
+    def stream(self, position_ids: torch.Tensor, gapped: bool = False) -> Stream:
         """RoPE tables from the stream's true positions, once per forward (not per layer)."""
-        return Stream(self.backend, position_ids, rope_tables(position_ids, self.head_dim, self._thetas))
+        return Stream(self.backend, position_ids, rope_tables(position_ids, self.head_dim, self._thetas), gapped)
 
     def _init_like_hf(self, cfg) -> None:
         """HF ModernBertPreTrainedModel._init_weights: truncated normal (cutoff 2 std); residual

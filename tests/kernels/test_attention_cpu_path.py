@@ -57,3 +57,19 @@ def test_device_path_equals_reference_and_reads_nothing_back(lq, lk, window, mon
     torch.testing.assert_close(got, ref, atol=1e-12, rtol=1e-12)
     for a, b in zip(grads, torch.autograd.grad(ref, (q, k, v), w)):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("window", [2, 6])
+def test_device_path_windows_over_true_positions(window):
+    """With `positions` (rows removed from the stream, as under late insertion) the device path
+    applies the window over those positions, like the reference."""
+    from masklab.kernels.attention import padded_on_device
+
+    lens = [9, 1, 0, 14]
+    q, k, v, cq, ck, mq, mk = pack(lens, lens, 2, 16, torch.float64)
+    g = torch.Generator().manual_seed(5)
+    pos = torch.cat([torch.cumsum(torch.randint(1, 4, (n,), generator=g), 0) for n in lens])  # gaps of 1-3
+    ref = varlen_attention_torch(q, k, v, cq, ck, mq, mk, window=window, buckets=1, positions=pos)
+    got = padded_on_device(q, k, v, cq, ck, mq, mk, 1.0 / 4.0, window, pos)
+    torch.testing.assert_close(got, ref, atol=1e-12, rtol=1e-12)
+    assert not torch.allclose(got, padded_on_device(q, k, v, cq, ck, mq, mk, 1.0 / 4.0, window))  # rows differ

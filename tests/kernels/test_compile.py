@@ -17,8 +17,13 @@ SMALL = ["data.seq_len=32", "model.hidden_size=32", "model.num_layers=2", "model
          "model.intermediate_size=64", "model.hidden_dropout=0"]
 
 
-@pytest.mark.parametrize("extra", [[], ["model.preset=modernbert", "model.local_window=8", "model.global_attn_every=2",
-                                        "model.layer_norm_eps=1e-5"]], ids=["bert", "modernbert"])
+MODERNBERT = ["model.preset=modernbert", "model.local_window=8", "model.global_attn_every=2", "model.layer_norm_eps=1e-5"]
+# late insertion below a local layer: the custom op carries the window's true positions
+LATE = MODERNBERT[:-2] + ["model.global_attn_every=3", "model.layer_norm_eps=1e-5", "model.num_layers=3",
+                          "masking.insertion=late", "masking.insert_layer=2", "masking.rate=0.4"]
+
+
+@pytest.mark.parametrize("extra", [[], MODERNBERT, LATE], ids=["bert", "modernbert", "modernbert-late"])
 def test_compiled_layers_match_eager(prepared_data, extra):
     cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}", *SMALL, *extra])
     shards = ShardSet(prepared_data)
@@ -65,3 +70,22 @@ def test_compile_default_is_on_for_cuda_only():
     assert cfg.train.compile is None and cfg.train.allow_tf32 is True
     with pytest.raises(Exception, match="compile"):
         load_config("configs/smoke_cpu.yaml", ["train.compile=sometimes"])
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_attention_custom_op_carries_window_positions(backend):
+    """The op's positions argument: the window over true positions, forward and backward."""
+    from masklab.kernels.custom_ops import varlen_attention_compiled
+
+    g = torch.Generator().manual_seed(1)
+    cu = torch.tensor([0, 6, 40], dtype=torch.int32)
+    pos = torch.cat([torch.tensor([0, 2, 3, 7, 8, 12]), torch.arange(34) * 2 + (torch.arange(34) > 20)])
+    q, k, v = (torch.randn(40, 2, 16, generator=g, requires_grad=True) for _ in range(3))
+    out = varlen_attention_compiled(q, k, v, cu, cu, 34, 34, None, 6, backend, pos)
+    ref = kernels.varlen_attention(q, k, v, cu, cu, 34, 34, window=6, positions=pos, backend="torch")
+    rows = kernels.varlen_attention(q, k, v, cu, cu, 34, 34, window=6, backend="torch")
+    assert (ref - rows).abs().max() > 1e-2  # the positions matter here
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    gout = torch.randn(out.shape, generator=g)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), gout), torch.autograd.grad(ref, (q, k, v), gout)):
+        torch.testing.assert_close(a, b, atol=4e-4, rtol=4e-4)

@@ -27,6 +27,19 @@ def test_fp32_cuda_attention_never_goes_to_flash_attn(gpu_box, caplog):
         dispatch.resolve("varlen_attention", CUDA, "flash_attn", dtype=torch.float32, head_dim=64)
 
 
+def test_window_over_positions_never_goes_to_flash_attn(gpu_box, caplog):
+    """flash_attn's window is over row offsets: a window over true positions falls back, logged."""
+    with caplog.at_level(logging.INFO, logger="masklab.kernels"):
+        assert dispatch.resolve("varlen_attention", CUDA, "auto", dtype=torch.bfloat16, head_dim=64, window=128,
+                                positions=True) == "triton"
+        assert dispatch.resolve("varlen_attention", CUDA, "auto", dtype=torch.bfloat16, head_dim=64,
+                                positions=True) == "flash_attn"  # no window: positions play no part
+    assert "window 128 over positions): triton" in caplog.text and "fallback: flash_attn's window" in caplog.text
+    with pytest.raises(RuntimeError, match="flash_attn cannot run varlen_attention: flash_attn's window"):
+        dispatch.resolve("varlen_attention", CUDA, "flash_attn", dtype=torch.bfloat16, head_dim=64, window=8,
+                         positions=True)
+
+
 def test_logged_once_per_distinct_key(gpu_box, caplog):
     with caplog.at_level(logging.INFO, logger="masklab.kernels"):
         for _ in range(3):

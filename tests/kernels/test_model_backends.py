@@ -13,7 +13,11 @@ from masklab.pretrain.model import build_model
 @pytest.mark.parametrize("extra", [[], ["masking.insertion=late", "masking.insert_layer=1"],
                                    ["model.sparse_prediction=last_layer"],
                                    ["model.preset=modernbert", "model.local_window=8", "model.global_attn_every=2",
-                                    "model.layer_norm_eps=1e-5"]])
+                                    "model.layer_norm_eps=1e-5"],
+                                   # a local layer below the insertion layer: its window over true positions
+                                   ["model.preset=modernbert", "model.local_window=4", "model.global_attn_every=3",
+                                    "model.layer_norm_eps=1e-5", "model.num_layers=3", "masking.insertion=late",
+                                    "masking.insert_layer=2", "masking.rate=0.4"]])
 def test_triton_and_torch_backends_agree(prepared_data, extra):
     cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}", "data.seq_len=40",
                                                  "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2",

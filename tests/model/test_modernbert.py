@@ -11,6 +11,7 @@ from masklab.data_prep import ShardSet
 from masklab.config import load_config
 from masklab.pretrain.data import Collator
 from masklab.pretrain.model import build_model
+from masklab.pretrain.model.modernbert import apply_rope, rope_tables
 from tests.model.padded_parity import assert_padded_matches_unpadded
 from tests.model.tiny_models import checkpoint, mixed_batch, tiny_cfg
 
@@ -76,7 +77,7 @@ def test_late_insertion_inserts_the_mask_embedding(prepared_data):
             vis = (ids != shards.tokenizer.mask_id).nonzero().flatten()
             nv = len(vis)
             h = m.embeddings(ids[vis])
-            stream = m.stream(pos[vis])
+            stream = m.stream(pos[vis], gapped=True)  # rows removed: windows over true positions
             for layer in m.layers[:2]:
                 h = layer(h, torch.tensor([0, nv], dtype=torch.int32), nv, stream)
             full = m.embeddings(torch.full_like(ids, shards.tokenizer.mask_id))
@@ -88,6 +89,103 @@ def test_late_insertion_inserts_the_mask_embedding(prepared_data):
             logits = m.mlm_logits(m.final_norm(full))[b.mlm_positions[sel] - a]
             total += float(F.cross_entropy(logits, b.mlm_labels[sel], reduction="sum"))
         assert abs(float(m(b)["loss_sum"]) - total) < 1e-5 * max(1.0, total)
+
+
+def _definition_layer(layer, h, pos, window_coords="positions"):
+    """One modernbert layer from the definition, for one sequence: dense attention where the token at
+    true position p_i sees p_j iff |p_i - p_j| <= local_window // 2 (window_coords="rows": the
+    pre-fix reading, |i - j| over the rows of the stream it runs on). h [L, D], pos int64 [L]."""
+    L, D = h.shape
+    H, d = layer.num_heads, layer.head_dim
+    q, k, v = layer.Wqkv(layer.attn_norm(h)).view(L, 3, H, d).unbind(1)
+    cos, sin = rope_tables(pos, d, [layer.theta])[layer.theta]
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    s = torch.einsum("ihd,jhd->hij", q, k) / d ** 0.5
+    if layer.window is not None:
+        c = pos if window_coords == "positions" else torch.arange(L)
+        s = s.masked_fill((c[:, None] - c[None, :]).abs() > layer.window // 2, float("-inf"))
+    x = h + layer.Wo(torch.einsum("hij,jhd->ihd", torch.softmax(s, -1), v).reshape(L, D))
+    inp, gate = layer.Wi(layer.mlp_norm(x)).chunk(2, -1)
+    return x + layer.Wo_mlp(F.gelu(inp) * gate)
+
+
+def _late_reference(m, b, mask_id, window_coords="positions"):
+    """The [T, D] stream at the insertion layer, one sequence at a time from the definition: the
+    visible tokens through layers < insert_layer, then norm(tok_embeddings[MASK]) at the masked slots."""
+    rows = []
+    for s in range(b.batch_size):
+        a, e = int(b.cu_seqlens[s]), int(b.cu_seqlens[s + 1])
+        ids, pos = b.input_ids[a:e], b.position_ids[a:e]
+        vis = (ids != mask_id).nonzero().flatten()
+        h = m.embeddings(ids[vis])
+        for layer in m.layers[:m.insert_layer]:
+            h = _definition_layer(layer, h, pos[vis], window_coords)
+        full = m.embeddings(torch.full_like(ids, mask_id))
+        full[vis] = h
+        rows.append(full)
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_late_insertion_local_window_is_in_true_positions(prepared_data, backend):
+    """Late insertion with a local layer below the insertion layer (layers: global, local | local,
+    global; window 4, so 2 positions each side): the visible stream's local layer spans local_window
+    // 2 real positions however many [MASK] rows were removed between. Reference: the definition
+    (dense attention, mask |p_i - p_j| <= 2). The pre-fix window over visible rows gives another
+    result on this batch, so this test fails on the old code."""
+    cfg, shards, b = _batch(prepared_data, "masking.insertion=late", "masking.insert_layer=2",
+                            "model.local_window=4")
+    torch.manual_seed(0)
+    m = build_model(cfg.model, shards.tokenizer, cfg.masking, backend=backend).eval()
+    assert [layer.window for layer in m.layers] == [None, 4, 4, None] and m.insert_layer == 2
+    mask_id = shards.tokenizer.mask_id
+    with torch.no_grad():
+        ours = m._encode_late(b)
+        ref = _late_reference(m, b, mask_id)
+        rows = _late_reference(m, b, mask_id, window_coords="rows")
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    assert (rows - ref).abs().max() > 1e-3  # the old semantics differ here: the test can fail on them
+    # gaps exist: some visible neighbours in the stream are more than local_window // 2 positions apart
+    vpos = b.position_ids.index_select(0, b.visible_index)
+    assert bool((vpos[1:] - vpos[:-1] > 2).any())
+
+
+def test_full_stream_windows_are_unchanged_by_positions(prepared_data, tmp_path):
+    """On the full stream (no rows removed) the layer keeps the row-offset fast path: a gapped
+    stream with consecutive positions computes the same thing, bit for bit."""
+    _, m = checkpoint(prepared_data, tmp_path, "modernbert")
+    layer, L = m.layers[1], 30
+    x = torch.randn(L, 64)
+    cu = torch.tensor([0, L], dtype=torch.int32)
+    with torch.no_grad():
+        assert m.stream(torch.arange(L)).window_positions is None
+        assert torch.equal(layer(x, cu, L, m.stream(torch.arange(L))), layer(x, cu, L, m.stream(torch.arange(L), True)))
+
+
+def test_resume_refuses_a_checkpoint_whose_late_local_windows_were_over_rows(prepared_data):
+    """A run whose local layers see a stream with rows removed computes something else than before the
+    window moved to true positions: resuming a checkpoint written before is refused, naming the key."""
+    from masklab.errors import MaskLabError
+    from masklab.pretrain import distributed as D
+    from masklab.pretrain.resume import check_resume_compatible, resume_compat
+
+    def compat(*ov):
+        cfg = tiny_cfg(prepared_data, "modernbert", list(ov))
+        return resume_compat(cfg, D.World(), "torch", "x")
+
+    late = compat("masking.insertion=late", "masking.insert_layer=2")
+    assert late["model.local_window_over"] == "positions"
+    old = {k: v for k, v in late.items() if k != "model.local_window_over"}  # written before the key
+    with pytest.raises(MaskLabError, match="model.local_window_over: checkpoint rows vs now positions"):
+        check_resume_compatible({"compat": old}, late)
+    check_resume_compatible({"compat": late}, late)
+    # nothing changes where no local layer runs on a gapped stream: old checkpoints still resume
+    for ov in ([], ["masking.insertion=late", "masking.insert_layer=1"]):  # layer 0 is global
+        now = compat(*ov)
+        assert "model.local_window_over" not in now
+        check_resume_compatible({"compat": now}, now)
+    assert compat("model.token_drop.rate=0.2", "model.token_drop.start_layer=1",
+                  "model.token_drop.end_layer=3")["model.local_window_over"] == "positions"
 
 
 def test_base_recipe_is_modernbert_base():
