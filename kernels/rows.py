@@ -19,6 +19,13 @@ def check_index(index: torch.Tensor, num_rows: int, name: str = "index") -> None
             raise IndexError(f"{name} out of range: values in [{lo}, {hi}] for {num_rows} rows")
 
 
+def check_scatter(x: torch.Tensor, index: torch.Tensor, num_rows: int) -> None:
+    """scatter_rows' arguments: one index per row of x, each in [0, num_rows)."""
+    check_index(index, num_rows)
+    if index.shape[0] != x.shape[0]:
+        raise ValueError(f"index has {index.shape[0]} rows but x has {x.shape[0]}")
+
+
 class _Gather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, index):
@@ -56,7 +63,5 @@ def gather_rows_torch(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def scatter_rows_torch(x: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
     """x: [K, ...]; index: [K] distinct int64 -> [num_rows, ...], zeros elsewhere."""
-    check_index(index, num_rows)
-    if index.shape[0] != x.shape[0]:
-        raise ValueError(f"index has {index.shape[0]} rows but x has {x.shape[0]}")
+    check_scatter(x, index, num_rows)
     return _Scatter.apply(x, index.long(), int(num_rows))

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from masklab.kernels.insert import check_insert_args
-from masklab.kernels.rows import check_index
+from masklab.kernels.rows import check_index, check_scatter
 
 BLOCK_R = 16
 MAX_BLOCK_F = 1024
@@ -123,9 +123,7 @@ def gather_rows_triton(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def scatter_rows_triton(x: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
     """x [K, ...], index [K] distinct -> [num_rows, ...], zeros elsewhere."""
-    check_index(index, num_rows)
-    if index.shape[0] != x.shape[0]:
-        raise ValueError(f"index has {index.shape[0]} rows but x has {x.shape[0]}")
+    check_scatter(x, index, num_rows)
     return _Scatter.apply(x, index.contiguous(), int(num_rows))
 
 
