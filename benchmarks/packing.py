@@ -122,8 +122,8 @@ def main(argv=None) -> int:
             "warm-up, the six systems in rotated order in one process; tokens/s per step, median [min-max]. "
             "Expected: with a sample budget, tokens per step follow the unit size (none: one paragraph, "
             f"{para:.0f} tokens on average with [CLS]/[SEP], per unit) and vary; a token budget fixes them "
-            "(CV near 0); docs / concat fill 512-token sequences; none keeps one paragraph per sequence (many short sequences, small steps under a sample "
-            "budget); concat attends over whole 512-token windows (attention across documents), so its "
+            "(CV near 0); docs / concat fill 512-token sequences; none keeps one paragraph per sequence "
+            "(many short sequences, small steps under a sample budget); concat attends over whole 512-token windows (attention across documents), so its "
             "attention work per token is larger than docs', whose sequences are single paragraphs. "
             f"{machine_line(1)} Command: {rerun_command('benchmarks.packing', args.quick)}.")
     write_table(args.out, "Packing x step budget at seq_len 512, paragraph corpus (tiny model, CPU)",
