@@ -7,8 +7,12 @@ Start-up = wall-clock seconds of a child process (interpreter start and imports 
 running `train()` on configs/smoke_cpu.yaml with the tiny model of tests/conftest.py for one
 step and no eval: "first" has no sample index yet (DATA/index removed, so it is built), "second"
 is the same run again in a new out_dir (the index is mapped). RSS = the child's ru_maxrss at
-the second start. Shard open = `ShardSet(root, "train")` (quick check against prep's stamp),
-full verify = `masklab verify`'s check (sha256 of every file), both in a child, min of 3.
+the second start. Rank / worker RssAnon: benchmarks/input_memory.py in a child (the input opened
+as train() does, num_workers=2, 40 steps of 32 units at seq_len 64): the max over the steps of
+the rank's and of either worker's anonymous RSS (the mapped shard and index pages, file-backed,
+are not in it), and the worker's VmHWM (peak total RSS, mapped pages included). Shard open =
+`ShardSet(root, "train")` (quick check against prep's stamp), full verify = `masklab verify`'s
+check (sha256 of every file), both in a child, min of 3.
 
     python -m benchmarks.data_input [--quick] [--sizes 2,10,45] [--work DIR] [--out FILE]
 """
@@ -65,6 +69,15 @@ def _child_open(args) -> int:
     return 0
 
 
+def _child_memory(args) -> int:
+    from benchmarks.input_memory import measure
+
+    m = measure(args.data, steps=40, workers=2, run_dir=args.run)
+    print(json.dumps({"rank_anon": m["rank"]["anon"], "worker_anon": max(w["anon"] for w in m["workers"]),
+                      "worker_hwm": max(w["hwm"] for w in m["workers"])}))
+    return 0
+
+
 def _child(*argv) -> tuple[dict, float]:
     t = time.perf_counter()
     out = run_child("benchmarks.data_input", *argv, cwd=ROOT,
@@ -84,7 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return _child_train(args) if args.kind == "train" else _child_open(args)
+        return {"train": _child_train, "open": _child_open, "memory": _child_memory}[args.kind](args)
     sizes = [float(s) for s in (args.sizes or ("0.2,1,4" if args.quick else "2,10,45")).split(",")]
     from benchmarks import prep_scale
 
@@ -106,20 +119,27 @@ def main(argv=None) -> int:
             _, first = _child("--kind", "train", "--data", str(data), "--run", str(scratch / f"run_{mb:g}a"))
             r, second = _child("--kind", "train", "--data", str(data), "--run", str(scratch / f"run_{mb:g}b"))
             o, _ = _child("--kind", "open", "--data", str(data))
+            m, _ = _child("--kind", "memory", "--data", str(data), "--run", str(scratch / f"run_{mb:g}m"))
             rows.append([f"{o['tokens']:,}", f"{first:.1f}", f"{second:.1f}", f"{o['open'] * 1e3:.1f}",
-                         f"{o['full']:.2f}", f"{r['rss']:.0f}"])
+                         f"{o['full']:.2f}", f"{r['rss']:.0f}", f"{m['rank_anon']:.0f}", f"{m['worker_anon']:.0f}",
+                         f"{m['worker_hwm']:.0f}"])
     finally:
         tmp.cleanup()
     note = (f"{machine_line(1)} Corpora: benchmarks/prep_scale.py (shuffled pydoc copies, fixed WordPiece "
             "tokenizer). first / second start: wall s of a child process running a 1-step tiny-model "
             "train() (configs/smoke_cpu.yaml + tests/conftest.py TINY), without / with the sample index on "
             "disk; both include interpreter start, imports and model build. Shard open = ShardSet(root, "
-            "'train') quick check; full verify = sha256 of every file (`masklab verify`); min of 3. Expected: "
-            "second start and shard open flat with size, full verify growing. Command: "
+            "'train') quick check; full verify = sha256 of every file (`masklab verify`); min of 3. RSS MB = "
+            "ru_maxrss of the second start (1 step, no workers). Rank / worker RssAnon = anonymous RSS (the "
+            "mapped shard and sample-index pages are file-backed and not in it) of the rank and of a "
+            "DataLoader worker iterating 40 steps with num_workers=2 (benchmarks/input_memory.py; a forked "
+            "worker's figure includes pages shared copy-on-write with the rank); worker VmHWM = its peak total "
+            "RSS, mapped pages included. Expected: second start, shard open and both RssAnon flat with size, "
+            "full verify growing. Command: "
             + rerun_command("benchmarks.data_input", args.quick, args.sizes) + ".")
     write_table(args.out, "Training input start-up at scale",
                 ["train tokens", "first start s", "second start s", "shard open ms", "full verify s",
-                 "RSS MB"], rows, note)
+                 "RSS MB", "rank RssAnon MB", "worker RssAnon MB", "worker VmHWM MB"], rows, note)
     return 0
 
 

@@ -54,6 +54,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("pmi", ["pmi_scale.py", "--memory-limit", "256MB"] + (["--quick"] if quick else [])),
         ("prep", ["prep_scale.py"] + (["--quick"] if quick else [])),
         ("data_input", ["data_input.py"] + (["--quick"] if quick else [])),
+        ("packing", ["packing.py"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
     ]
     return out

@@ -49,8 +49,16 @@ def test_prep_scale_quick(tmp_path):
 
 def test_data_input_quick(tmp_path):
     text = _run("data_input.py", "--quick", tmp_path=tmp_path)
-    assert "| train tokens | first start s | second start s | shard open ms | full verify s | RSS MB |" in text
+    assert ("| train tokens | first start s | second start s | shard open ms | full verify s | RSS MB | "
+            "rank RssAnon MB | worker RssAnon MB | worker VmHWM MB |") in text
     assert len([l for l in text.splitlines() if l.startswith("| ") and l[2].isdigit()]) == 3
+
+
+def test_packing_quick(tmp_path):
+    text = _run("packing.py", "--quick", tmp_path=tmp_path)
+    assert "| packing | budget | units/step | sequences/step (timed steps) | tokens/step | tokens/step CV |" in text
+    for packing in ("none", "docs", "concat"):
+        assert f"| {packing} | samples (batch_size=8) |" in text and f"| {packing} | tokens (batch_tokens=4096) |" in text
 
 
 def test_token_drop_quick(tmp_path):
