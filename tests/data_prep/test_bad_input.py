@@ -19,6 +19,8 @@ from masklab.data_prep import prep as prep_module
 from masklab.errors import DataError
 from tests.data_prep.conftest import tree_bytes
 
+pytestmark = pytest.mark.reliability
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SMALL = ("--vocab-size", "300")
 

@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from masklab.data_prep import PrepOptions, prepare
 from tests.data_prep.conftest import tree_bytes
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 OPTS = dict(vocab_size=1500, chunk_bytes=20_000, shard_tokens=5_000)
+pytestmark = pytest.mark.reliability
 FLAGS = ["--vocab-size", "1500", "--chunk-bytes", "20000", "--shard-tokens", "5000", "--num-proc", "1"]
 
 
