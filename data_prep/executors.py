@@ -20,8 +20,8 @@ from typing import Optional
 from masklab.data_prep.merge import IncompletePrep, merge
 from masklab.data_prep.plan import load_plan
 from masklab.data_prep.progress import ProgressBar
-from masklab.data_prep.worker import encode_unit
-from masklab.errors import ConfigError
+from masklab.data_prep.worker import encode_unit, unit_record
+from masklab.errors import ConfigError, MaskLabError
 
 log = logging.getLogger("masklab.data_prep")
 
@@ -107,8 +107,19 @@ class MergeStep:
         return data
 
 
+def _one_line_user_errors(record: dict) -> None:
+    """loguru patcher: datatrove logs a failed task with its traceback; for a user error (bad
+    input: a `MaskLabError`) the message is the whole story, so it is logged as one line."""
+    exc = record["exception"]
+    if exc is not None and isinstance(exc.value, MaskLabError):
+        record["exception"] = None
+
+
 def _task_logging():
-    """Tasks log lines (never carriage-return bars) to their log files."""
+    """Tasks log lines (never carriage-return bars) to their log files; user errors without a traceback."""
+    from loguru import logger
+
+    logger.configure(patcher=_one_line_user_errors)
     if not logging.getLogger("masklab").handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -120,13 +131,25 @@ def logs_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.logs"
 
 
+def drop_stale_completions(work: Path, logging_dir: Path, n_units: int, tasks: int) -> None:
+    """datatrove skips a task that has a completion marker (in the logs, next to the output), but
+    the unit records live in the work directory, which bad input, a full disk or another corpus
+    starts afresh: a marker holds only while every unit of its task has a record."""
+    for rank in range(tasks):
+        marker = logging_dir / "completions" / f"{rank:05d}"
+        if marker.is_file() and not all(unit_record(work, i).is_file() for i in ranks_units(n_units, rank, tasks)):
+            marker.unlink()
+
+
 def run_datatrove_local(work: Path, out: Path, tasks: int, workers: int) -> None:
     from datatrove.executor import LocalPipelineExecutor
 
     n = len(load_plan(work)["units"])
     tasks = max(1, min(tasks, n))
+    logging_dir = logs_dir(out) / f"encode-{tasks}"
+    drop_stale_completions(work, logging_dir, n, tasks)
     ex = LocalPipelineExecutor(pipeline=[EncodeUnits(str(work))], tasks=tasks, workers=max(1, min(workers, tasks)),
-                               logging_dir=str(logs_dir(out) / f"encode-{tasks}"), start_method="fork")
+                               logging_dir=str(logging_dir), start_method="fork")
     ex.run()
     missing = ex.get_incomplete_ranks()
     if missing:
@@ -146,6 +169,8 @@ def submit_slurm(work: Path, out: Path, tasks: int, partition: Optional[str], ti
     n = len(load_plan(work)["units"])
     tasks = max(1, min(tasks, n))
     logs = logs_dir(out)
+    drop_stale_completions(work, logs / f"encode-{tasks}", n, tasks)
+    (logs / "merge" / "completions" / "00000").unlink(missing_ok=True)  # this work directory is not merged yet
     env = _job_env(logs)
     common = dict(time=time_limit, partition=partition, cpus_per_task=cpus_per_task, mem_per_cpu_gb=mem_per_cpu_gb,
                   qos="", env_command=env, mail_type="NONE", requeue_signals=None)

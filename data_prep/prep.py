@@ -89,7 +89,7 @@ def prepare(opts: PrepOptions) -> Path:
                      "(logs in %s)", ids[0], opts.tasks, ids[1], out, executors.logs_dir(out))
             if opts.wait:
                 executors.wait_for_jobs(list(ids), timeout=7 * 24 * 3600)
-                if not (out / "manifest.json").is_file():
+                if work.exists() or not (out / "manifest.json").is_file():  # the merge moves `work` onto `out`
                     raise DataError(f"the Slurm prep jobs {ids} ended without writing {out}; see the logs in "
                                     f"{executors.logs_dir(out)}; rerun the same command to redo only failed tasks")
             return out

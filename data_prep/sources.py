@@ -63,9 +63,11 @@ def _kind(p: Path) -> tuple[str, str] | None:
 
 
 def corpus_files(root: Path) -> list[Path]:
+    """The corpus files under `root`, sorted; a dangling symlink with a corpus name counts (and is
+    reported as unreadable by `plan_units`) rather than being silently left out."""
     if root.is_file():
         return [root] if _kind(root) else []
-    return sorted(p for p in root.rglob("*") if p.is_file() and _kind(p))
+    return sorted(p for p in root.rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists())) and _kind(p))
 
 
 def plan_units(source: str, chunk_bytes: int) -> list[Unit]:
@@ -83,7 +85,8 @@ def plan_units(source: str, chunk_bytes: int) -> list[Unit]:
         try:
             size = f.stat().st_size
         except OSError as e:
-            raise DataError(f"cannot read {f}: {e.strerror}") from None
+            why = f"a dangling symlink to {os.readlink(f)}" if f.is_symlink() else e.strerror
+            raise DataError(f"cannot read {f}: {why}") from None
         if kind == "parquet":
             units.extend(_parquet_units(f, size, chunk_bytes))
         elif comp or size <= chunk_bytes:
@@ -187,7 +190,8 @@ def _json_docs(u: Unit, column: str, stats: ReadStats) -> Iterator[str]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{u.path}:{first_line + n - 1}: not valid JSON lines ({e.msg})") from None
+            where = e.msg if e.msg.endswith(" at") else e.msg + " at"  # json's msgs expect a position
+            raise DataError(f"{u.path}:{first_line + n - 1}: not valid JSON lines ({where} column {e.colno})") from None
         if not isinstance(row, dict) or column not in row:
             cols = ", ".join(row) if isinstance(row, dict) else type(row).__name__
             raise DataError(f"{u.path}:{first_line + n - 1}: no column '{column}' (has: {cols}); pass --text-column")
