@@ -41,6 +41,10 @@ class PlanOptions:
     seed: int
     max_documents: Optional[int]
 
+    def __post_init__(self):  # paths given as Path objects (the Python API): the plan is JSON
+        self.source = str(self.source)
+        self.tokenizer = None if self.tokenizer is None else str(self.tokenizer)
+
 
 def work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"

@@ -83,3 +83,12 @@ def test_checksum_mismatch_is_detected(prepared_data, tmp_path):
     np.save(f, arr)
     with pytest.raises(DataError, match="checksum mismatch"):
         ShardSet(copy, "train")
+
+
+def test_python_api_accepts_path_objects(prepared_data, tmp_path):
+    """PrepOptions(tokenizer=Path(...)) used to crash writing the plan (PosixPath is not JSON)."""
+    from masklab.data_prep import PrepOptions, ShardSet, prepare
+
+    out = prepare(PrepOptions(source="pydoc", out=tmp_path / "d", tokenizer=prepared_data / "tokenizer",
+                              max_documents=40, validation_fraction=0))
+    assert ShardSet(out, "train").num_tokens > 0
