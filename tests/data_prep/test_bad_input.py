@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from masklab.data_prep import PrepOptions, prepare
 from masklab.data_prep import prep as prep_module
 from masklab.errors import DataError
 from tests.data_prep.conftest import tree_bytes
+from tests.small_filesystem import small_tmpfs
 
 pytestmark = pytest.mark.reliability
 
@@ -171,17 +171,8 @@ def test_a_file_that_vanishes_after_planning(tmp_path, docs, monkeypatch, num_pr
 @pytest.fixture
 def full_disk(tmp_path):
     """A real 200 KiB tmpfs: the prep's output does not fit."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and mount(8)")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path, "200k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_output(full_disk):

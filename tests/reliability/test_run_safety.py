@@ -8,6 +8,8 @@ import subprocess
 from types import SimpleNamespace
 
 import pytest
+
+from tests.small_filesystem import small_tmpfs
 import torch
 
 from masklab.atomic import atomic_dir
@@ -197,15 +199,8 @@ def test_stale_temp_of_a_dead_writer_is_removed_and_an_old_copy_restored(tmp_pat
 
 @pytest.fixture
 def small_fs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    d = tmp_path / "small"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], check=True)
-    try:
+    with small_tmpfs(tmp_path, "256k") as d:
         yield d
-    finally:
-        subprocess.run(["umount", str(d)], check=True)
 
 
 def test_real_full_disk_is_one_line_and_the_previous_checkpoint_survives(small_fs):
