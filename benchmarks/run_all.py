@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark script in its own process and collect benchmarks/RESULTS.md.
 
-CPU by default (about 15 minutes on 2 cores); `--gpu` adds the CUDA paths (kernels vs
+CPU by default (30-40 minutes on 2 cores; `--large` adds prep at 0.1-2 GB, ~45 minutes); `--gpu` adds the CUDA paths (kernels vs
 flash_attn / SDPA, bf16); `--quick` shrinks every run (a smoke check of the scripts).
 """
 from __future__ import annotations
@@ -53,6 +53,8 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("detection", ["detection.py"] + (["--quick"] if quick else [])),
         ("pmi", ["pmi_scale.py", "--memory-limit", "256MB"] + (["--quick"] if quick else [])),
         ("prep", ["prep_scale.py"] + (["--quick"] if quick else [])),
+        # 0.1 / 0.5 / 2 GB of text: ~45 min on 2 cores, so only with --large (else its last table is kept)
+        ("prep_large", ["prep_scale.py", "--sizes", "0.2,1,4" if quick else "100,500,2000"]),
         ("data_input", ["data_input.py"] + (["--quick"] if quick else [])),
         ("packing", ["packing.py"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
@@ -65,6 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--large", action="store_true", help="also run prep_large (prep at 0.1 / 0.5 / 2 GB)")
     ap.add_argument("--only", default="", help="comma-separated job names to rerun; the other sections are "
                                                "collected from their results_<name>.md as the last run left them "
                                                "(each carries its own commit and date)")
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
             sections.append(f"## {name}\n\n(missing: {script.name} is not in this checkout)\n")
             continue
         part = Path(args.out).parent / f"results_{name}.md"
-        if only and name not in only:
+        if (only and name not in only) or (name == "prep_large" and not args.large and name not in only):
             sections.append(part.read_text() if part.exists() else f"## {name}\n\n(not run yet)\n")
             continue
         t = time.time()
