@@ -86,7 +86,7 @@ def bench_cell(family: str, size: str, cell, steps: int, warmup: int) -> tuple[l
     if best:
         ratio = median([o / x for o, x in zip(times[strong], times[best])])
         goal = TARGETS[(family, cell.regime)]
-        verdict = "met" if ratio >= goal else f"MISSED by {1 - ratio / goal:.0%}"
+        verdict = "met" if ratio >= goal else f"MISSED by {100 * (1 - ratio / goal):.1f}%"
         checks.append(f"{family} {size} {cell.text} {cell.regime}: {best} = {ratio:.2f}x {strong} "
                       f"(target >= {goal}x): {verdict}")
     if size == "small":
