@@ -104,7 +104,9 @@ def _finetune(args) -> int:
     cfg = FinetuneConfig(pooling=args.pooling, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup_ratio=args.warmup, patience=args.patience, val_fraction=args.val_fraction,
                          test_fraction=args.test_fraction, max_length=args.max_length, max_steps=args.max_steps,
-                         seed=args.seed, device=args.device)
+                         seed=args.seed, device=args.device, long=args.long, chunk_stride=args.chunk_stride,
+                         augment=args.augment_carriers, augment_copies=args.augment_copies,
+                         augment_plain=args.augment_plain, target_fpr=args.target_fpr)
     data = _load_data(args)
     if args.cv:
         from masklab.downstream.run_files import atomic_dir, write_run
@@ -124,7 +126,28 @@ def _finetune(args) -> int:
     r = finetune(args.model, data, args.out, cfg, val, tests, args.group_column)
     for name, m in r["tests"].items():
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
-    print(f"fine-tuned model: {r['model_dir']}")
+    print(f"fine-tuned model: {r['model_dir']} (threshold {r['threshold']:.4f} on log-odds, chosen on validation "
+          f"for {cfg.target_fpr:g} FPR)")
+    return 0
+
+
+def _carry(args) -> int:
+    from masklab.downstream.carriers import CarrierSpec, carried
+    from masklab.downstream.run_files import atomic_file
+
+    lo, hi = _ints(args.context_chars) if "," in args.context_chars else (None, None)
+    if lo is None:
+        raise MaskLabError(f"--context-chars takes MIN,MAX (got '{args.context_chars}')")
+    data = _load_data(args)
+    spec = CarrierSpec(args.carriers, args.copies, (lo, hi), args.plain, args.seed)
+    plain_cols = dict(kv.split("=", 1) for kv in args.plain_column or [])
+    out = carried(data, spec, args.keep_original, stream=args.stream, plain_columns=plain_cols)
+    import json
+
+    names = out.label_names
+    atomic_file(args.out, "".join(json.dumps({**r, "label": names.get(r["label"], r["label"])}, ensure_ascii=False)
+                                  + "\n" for r in out.to_records()))
+    print(f"wrote {len(out)} rows ({int(out.labels.sum())} {names.get(1, 'positive')}) to {args.out}")
     return 0
 
 
@@ -229,11 +252,40 @@ def register(sub) -> None:
                    help="test files, each scored into out/test_<name>/ (default: a --test-fraction hold-out)")
     p.add_argument("--group-column", default=None, help="hold-outs keep rows sharing this column's value together")
     p.add_argument("--max-steps", type=int, default=0, help="cap on optimizer steps (0: none)")
+    p.add_argument("--long", choices=["truncate", "chunk"], default="truncate",
+                   help="score inputs longer than --max-length by their first window, or by the max over windows")
+    p.add_argument("--chunk-stride", type=int, default=None, help="overlap of --long chunk windows in tokens "
+                                                                  "(default: a quarter of --max-length)")
+    p.add_argument("--augment-carriers", default=None, metavar="SOURCE",
+                   help="add copies of every train/val row placed inside benign documents of SOURCE: pydoc, "
+                        "handbook:LANG (debian-handbook, e.g. handbook:en-US) or a .txt file/dir (see `masklab carry`)")
+    p.add_argument("--augment-copies", type=int, default=1, help="carried copies per row")
+    p.add_argument("--augment-plain", type=float, default=0.5, help="plain benign documents added, x the row count")
+    p.add_argument("--target-fpr", type=float, default=0.01,
+                   help="the saved operating threshold is chosen on validation for this FPR (0: threshold 0)")
     p.add_argument("--cv", type=int, default=0, help="run K-fold CV of fine-tuning instead of one split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("carry", formatter_class=FMT, help="place labelled prompts inside benign documents",
+                       description="Writes a labelled .jsonl: every row of --data inside --copies documents built from "
+                                   "--carriers paragraphs (label kept), plus --plain x N carrier-only benign documents. "
+                                   "For testing a detector on indirect (document-carried) injections, or augmenting "
+                                   "training data before `embed`.")
+    _add_data_args(p)
+    p.add_argument("--carriers", default="pydoc", help="pydoc, handbook:LANG (debian-handbook) or a .txt file/dir")
+    p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--context-chars", default="200,1200", help="MIN,MAX characters of carrier text per document")
+    p.add_argument("--plain", type=float, default=0.5, help="carrier-only benign documents, x the row count")
+    p.add_argument("--plain-column", action="append", metavar="KEY=VALUE",
+                   help="column value for the plain documents, e.g. lang=de (repeatable)")
+    p.add_argument("--keep-original", action="store_true", help="also write the rows themselves")
+    p.add_argument("--stream", type=int, default=0, help="independent draw stream (e.g. 1 for a second file)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help=".jsonl file to write")
+    p.set_defaults(func=_carry)
 
     p = sub.add_parser("report", formatter_class=FMT, help="markdown report + plots for runs side by side",
                        description="Metrics table, ROC / PR / confusion plots, per-language breakdown, misclassified "

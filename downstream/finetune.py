@@ -13,7 +13,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from masklab.downstream import metrics as M
-from masklab.downstream.finetune_model import FinetuneConfig, build, resolve_max_length, save, source_hf_dir
+from masklab.downstream.finetune_model import (FinetuneConfig, build, check_config, resolve_max_length, save,
+                                               source_hf_dir)
 from masklab.downstream.finetune_training import predict_logodds, train
 from masklab.downstream.run_files import atomic_dir, write_json, write_run
 from masklab.errors import MaskLabError
@@ -42,6 +43,28 @@ def _sets(data, cfg: FinetuneConfig, val_data, test_data: Sequence, groups) -> t
     return train_idx, val, tests
 
 
+def _augment(train, val, cfg: FinetuneConfig) -> tuple:
+    """Carrier augmentation after the split: train and validation rows get their carried copies
+    in separate streams, so no document mixes rows across the split."""
+    if not cfg.augment:
+        return train, val
+    from masklab.downstream.carriers import CarrierSpec, carried, carrier_paragraphs
+
+    spec = CarrierSpec(cfg.augment, cfg.augment_copies, plain=cfg.augment_plain, seed=cfg.seed)
+    paras = carrier_paragraphs(cfg.augment)
+    return carried(train, spec, True, 0, paras), carried(val, spec, True, 1, paras)
+
+
+def _test_result(t, s: np.ndarray, threshold: float, seed: int) -> tuple[dict, dict]:
+    m = M.binary_metrics(t.labels, s, threshold)
+    r = M.rates_at_threshold(t.labels, s, threshold)
+    m["fpr_at_target_fpr"], m["tpr_at_target_fpr"] = r["fpr"], r["tpr"]
+    return m, {"summary": {k: M.summarize([v]) for k, v in m.items()},
+               "ci": M.bootstrap_ci(t.labels, s, threshold, n=500, seed=seed),
+               "oof": {"seed": seed, "score": s}, "confusion": M.confusion(t.labels, (s >= threshold).astype(int)),
+               "thresholds": {"target_fpr": threshold}}
+
+
 def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(),
              val_data=None, test_data: Sequence = (), group_column: Optional[str] = None) -> dict:
     """Fine-tune on `data` (LabelledData), early-stopping on `val_data` or a stratified hold-out
@@ -51,30 +74,30 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
     -> {history, tests: {name: metrics}, model_dir}."""
     from masklab.downstream.splits import group_values
 
+    check_config(cfg)
     groups = group_values(data.columns, group_column, data.source)
     train_idx, val, tests = _sets(data, cfg, val_data, test_data, groups)
-    y = data.labels
+    train_set, val = _augment(data.subset(train_idx), val, cfg)
     with tempfile.TemporaryDirectory() as work, atomic_dir(out_dir) as tmp:
         model, tok = build(source_hf_dir(model_path, Path(work)), cfg.pooling, cfg.seed)
         cfg = resolve_max_length(model, tok, cfg)
-        history = train(model, tok, [data.texts[i] for i in train_idx], y[train_idx], val.texts, val.labels, cfg)
+        history = train(model, tok, train_set.texts, train_set.labels, val.texts, val.labels, cfg)
+        if cfg.target_fpr and len(val):
+            cfg = replace(cfg, threshold=M.threshold_for_fpr(val.labels, predict_logodds(model, tok, val.texts, cfg),
+                                                             cfg.target_fpr))
         name, summary = f"finetune_{cfg.pooling}", {}
         for tname, t in tests:
-            s = predict_logodds(model, tok, t.texts, cfg)
-            m = M.binary_metrics(t.labels, s)
-            summary[tname] = m
-            results = {name: {"summary": {k: M.summarize([v]) for k, v in m.items()},
-                              "ci": M.bootstrap_ci(t.labels, s, n=500, seed=cfg.seed),
-                              "oof": {"seed": cfg.seed, "score": s}, "confusion": M.confusion(t.labels, (s >= 0).astype(int))}}
+            summary[tname], results = _test_result(t, predict_logodds(model, tok, t.texts, cfg), cfg.threshold, cfg.seed)
             write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
-                      {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, results, t.labels,
-                      t.to_records(), config=asdict(cfg), history=history,
+                      {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, {name: results},
+                      t.labels, t.to_records(), config=asdict(cfg), history=history,
                       label_names=data.label_names)
         save(model, tok, tmp / "model", cfg)
         write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
-                                           "sizes": {"train": len(train_idx), "val": len(val),
+                                           "sizes": {"train": len(train_set), "val": len(val),
                                                      **{n: len(t) for n, t in tests}}, "group_column": group_column})
-    return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model")}
+    return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model"),
+            "threshold": cfg.threshold}
 
 
 class _Finetuned:

@@ -35,6 +35,37 @@ class FinetuneConfig:
     max_steps: int = 0  # 0 = no cap (tests use a small cap)
     seed: int = 0
     device: Optional[str] = None
+    # inputs longer than max_length: "truncate" scores the first window; "chunk" scores overlapping
+    # windows (chunk_stride tokens of overlap; None: a quarter of max_length) and takes the max, so
+    # an injection deep inside a long document is still seen (training always uses the first window)
+    long: str = "truncate"
+    chunk_stride: Optional[int] = None
+    # carrier augmentation (downstream.carriers): None, or a carrier source whose documents carry
+    # augment_copies copies of every training and validation row, plus augment_plain x N plain documents
+    augment: Optional[str] = None
+    augment_copies: int = 1
+    augment_plain: float = 0.5
+    # the operating threshold on log-odds, chosen on the validation scores for target_fpr
+    # (0: threshold 0); `finetune` writes the chosen value into `threshold`, `predict` uses it
+    target_fpr: float = 0.01
+    threshold: float = 0.0
+
+
+def check_config(cfg: FinetuneConfig) -> None:
+    """Settings that would fail late (after minutes of training) fail here, by name."""
+    bad = []
+    if cfg.pooling not in ("cls", "mean"):
+        bad.append(f"pooling must be cls or mean, not '{cfg.pooling}'")
+    if cfg.long not in ("truncate", "chunk"):
+        bad.append(f"long must be truncate or chunk, not '{cfg.long}'")
+    if cfg.chunk_stride is not None and cfg.chunk_stride < 0:
+        bad.append(f"chunk_stride must be >= 0 (got {cfg.chunk_stride})")
+    if not 0 <= cfg.target_fpr < 1:
+        bad.append(f"target_fpr must be in [0, 1) (got {cfg.target_fpr})")
+    if cfg.augment_copies < 1 or cfg.augment_plain < 0:
+        bad.append(f"augment_copies must be >= 1 and augment_plain >= 0 (got {cfg.augment_copies}, {cfg.augment_plain})")
+    if bad:
+        raise MaskLabError("finetune: " + "; ".join(bad))
 
 
 class MeanPoolClassifier(nn.Module):

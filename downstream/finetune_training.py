@@ -31,18 +31,43 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
+def _windows(tok, texts: Sequence[str], max_length: int, overlap: int) -> tuple[list[list[int]], np.ndarray]:
+    """Every text as overlapping windows of <= max_length tokens (specials included), each
+    starting `max_length - 2 - overlap` tokens after the previous one.
+    -> (token ids per window, owning text index int64 [W])."""
+    enc = tok(list(texts), truncation=True, max_length=max_length, stride=overlap, return_overflowing_tokens=True)
+    return enc["input_ids"], np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int64)
+
+
 @torch.no_grad()
-def predict_logodds(model, tok, texts: Sequence[str], cfg: FinetuneConfig) -> np.ndarray:
-    """N texts -> float64 [N] log-odds of class 1."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = np.zeros(len(texts))
-    order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
-    for part, batch in _batches(tok, texts, order, cfg.batch_size * 2, cfg.max_length, device):
+def _score_windows(model, tok, ids: list[list[int]], bs: int, device) -> np.ndarray:
+    out = np.zeros(len(ids))
+    order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths together: less padding
+    for s in range(0, len(order), bs):
+        part = order[s:s + bs]
+        enc = tok.pad({"input_ids": [ids[i] for i in part]}, return_tensors="pt")
+        batch = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
         with _autocast(device):
             lg = _logits(model, batch).float()
         out[part] = (lg[:, 1] - lg[:, 0]).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def predict_logodds(model, tok, texts: Sequence[str], cfg: FinetuneConfig) -> np.ndarray:
+    """N texts -> float64 [N] log-odds of class 1: of the first max_length tokens, or with
+    cfg.long == "chunk" the max over overlapping windows covering the whole text."""
+    model.eval()
+    device = next(model.parameters()).device
+    if cfg.long == "chunk":
+        overlap = cfg.chunk_stride if cfg.chunk_stride is not None else cfg.max_length // 4
+        ids, owner = _windows(tok, texts, cfg.max_length, min(overlap, cfg.max_length - 3))
+        s = _score_windows(model, tok, ids, cfg.batch_size * 2, device)
+        out = np.full(len(texts), -np.inf)
+        np.maximum.at(out, owner, s)
+        return out
+    enc = tok(list(texts), truncation=True, max_length=cfg.max_length)
+    return _score_windows(model, tok, enc["input_ids"], cfg.batch_size * 2, device)
 
 
 def _eval_loss(model, tok, texts, y, cfg) -> float:

@@ -22,14 +22,14 @@ class FinetunedScorer:
         from masklab.downstream.finetune_model import load_finetuned
 
         self.model, self.tok, self.cfg = load_finetuned(path)
-        self.info = {"classifier": f"finetune_{self.cfg.pooling}", "threshold": 0.0,
+        self.info = {"classifier": f"finetune_{self.cfg.pooling}", "threshold": float(self.cfg.threshold),
                      "label_names": {"0": "benign", "1": "malicious"}}
 
     def predict(self, texts: Sequence[str]) -> dict:
         from masklab.downstream.finetune_training import predict_logodds
 
         s = predict_logodds(self.model, self.tok, list(texts), self.cfg)
-        return {"score": s, "label": (s >= 0).astype(np.int64)}
+        return {"score": s, "label": (s >= self.cfg.threshold).astype(np.int64)}
 
 
 def load_model(path: str | Path):
