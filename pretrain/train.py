@@ -18,7 +18,6 @@ import time
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from masklab.config import to_yaml
 from masklab.config_validation import require_set
@@ -29,6 +28,7 @@ from masklab.pretrain.checkpoint import latest_checkpoint, load_checkpoint, load
 from masklab.pretrain.evaluate import evaluate_batches
 from masklab.pretrain.metrics import MetricsLog, peak_memory_mb
 from masklab.pretrain.nonfinite import NonFiniteCounter
+from masklab.pretrain.progress import TrainProgress
 from masklab.pretrain.resume import check_out_dir_free, check_resume_compatible, checkpoint_to_resume
 from masklab.pretrain.run_lock import RunLock
 from masklab.pretrain.run_state import RunState, build_engine, setup, utilisation_peak
@@ -68,8 +68,7 @@ def run_loop(run: RunState, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict
     tc, peak = cfg.train, utilisation_peak(run)
     loader = run.loader = step_loader(run.dataset, run.start, tc.max_steps, cfg.data.num_workers,
                                       pin=run.device.type == "cuda", position=run.data_position)
-    bar = tqdm(total=tc.max_steps, initial=run.start, disable=not (tc.progress and run.world.is_main), desc="train",
-               dynamic_ncols=True)
+    bar = TrainProgress(tc.max_steps, run.start, tc.progress and run.world.is_main)
     try:
         if run.eval_set and run.start == 0:  # the untrained baseline: "loss goes down" is measured against it
             run.first_eval = maybe_eval(run, metrics, force=True)
@@ -147,7 +146,7 @@ def track_non_finite(run: RunState) -> None:
                            f"(train.max_nan_skips={tc.max_nan_skips}); lower train.lr or check the data{back}")
 
 
-def maybe_log(run: RunState, metrics: MetricsLog, bar, r: StepResult, peak: float) -> None:
+def maybe_log(run: RunState, metrics: MetricsLog, bar: TrainProgress, r: StepResult, peak: float) -> None:
     """On log steps only: one host read of the step's device values (it waits for the device)."""
     tc, step = run.cfg.train, run.step
     if not (step % tc.log_every == 0 or step == tc.max_steps):
@@ -168,7 +167,7 @@ def maybe_log(run: RunState, metrics: MetricsLog, bar, r: StepResult, peak: floa
                 "nan_skipped_total": run.nan_total}
     run.t_log = time.perf_counter()
     metrics.log(step, run.last)
-    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", tok_s=f"{run.last['tokens_per_s']:.0f}")
+    bar.logged(step, loss, acc, run.last["tokens_per_s"])
 
 
 def maybe_eval(run: RunState, metrics: MetricsLog, force: bool = False) -> Optional[dict]:

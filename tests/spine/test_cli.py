@@ -1,5 +1,6 @@
 """The `masklab` console script: every stage has --help; bad input -> one clear line, exit 2."""
 import os
+import re
 import subprocess
 import sys
 
@@ -32,8 +33,11 @@ def test_prep_train_export_import_round_trip(tmp_path, prepared_data):
 
     run_dir = tmp_path / "run"
     r = run("train", "configs/smoke_cpu.yaml", *TINY, f"data.shards={prepared_data}", f"train.out_dir={run_dir}",
-            "train.max_steps=3", "train.eval_every=1000")
+            "train.max_steps=3", "train.eval_every=1000", "train.progress=true")
     assert r.returncode == 0, r.stderr
+    # stderr is a pipe here, as under Slurm: plain progress lines, never a redrawn tqdm bar
+    assert "\r" not in r.stderr and not re.search(r"train:\s+\d+%\|", r.stderr), r.stderr[-2000:]
+    assert "step 3/3 (100%): loss" in r.stderr, r.stderr[-2000:]
     r = run("export", str(run_dir), "--out", str(tmp_path / "hf"))
     assert r.returncode == 0, r.stderr
     r = run("export", str(run_dir), "--out", str(tmp_path / "hf"))
