@@ -12,6 +12,8 @@ Augmentation ("+ carriers"): every train and validation row also placed in 2 doc
 pydoc paragraphs (English, 200-1200 characters), plus 0.5 x N plain pydoc documents, train and
 validation in separate draw streams (`masklab finetune --augment-carriers pydoc`, or
 `masklab carry` before `embed` for the embedding rows).
+"+ multilingual carriers": the same with carrier paragraphs from pydoc and the debian-handbook in
+Dutch, Portuguese, Catalan, Romanian and Swedish (languages near the test's, none of them).
 Thresholds: chosen on the validation split for TARGET_FPR, then applied to the test once.
 
     python -m benchmarks.detection_documents [--quick] [--out FILE]
@@ -34,6 +36,8 @@ from benchmarks.results_table import machine_line, rerun_command, write_table
 TARGET_FPR = 0.05
 LANGS = {"de": "handbook:de-DE", "fr": "handbook:fr-FR", "es": "handbook:es-ES", "it": "handbook:it-IT"}
 TRAIN_CARRIERS = "pydoc"
+# benign text in languages near the test's but none of them (no carrier text or language shared)
+MULTI_CARRIERS = "pydoc,handbook:nl-NL,handbook:pt-BR,handbook:ca-ES,handbook:ro-RO,handbook:sv-SE"
 HEADER = ["features", "training data", "classifier", "ROC-AUC", "PR-AUC", "TPR @ 1% FPR",
           f"test FPR @ val thr ({TARGET_FPR:.0%})", f"test TPR @ val thr ({TARGET_FPR:.0%})", "s"]
 
@@ -107,8 +111,11 @@ def finetune_rows(sets, model_path: str, cfg) -> list[list]:
 
     train, val, _, _, test = sets
     rows = []
-    for training, c in (("prompts", cfg), ("prompts + carriers", replace(cfg, augment=TRAIN_CARRIERS,
-                                                                           augment_copies=2, augment_plain=0.5))):
+    variants = [("prompts", cfg),
+                ("prompts + carriers", replace(cfg, augment=TRAIN_CARRIERS, augment_copies=2, augment_plain=0.5)),
+                ("prompts + multilingual carriers", replace(cfg, augment=MULTI_CARRIERS, augment_copies=2,
+                                                            augment_plain=0.5))]
+    for training, c in variants:
         t0 = time.time()
         with tempfile.TemporaryDirectory() as out:
             r = finetune(model_path, train, Path(out) / "ft", replace(c, long="chunk"), val_data=val, test_data=[test])

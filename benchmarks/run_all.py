@@ -51,6 +51,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("collator", ["collator.py"] + (["--quick"] if quick else [])),
         ("kernels", ["kernels.py"] + (["--dry-run"] if quick and not gpu else [])),
         ("detection", ["detection.py"] + (["--quick"] if quick else [])),
+        ("detection_documents", ["detection_documents.py"] + (["--quick"] if quick else [])),
         ("pmi", ["pmi_scale.py", "--memory-limit", "256MB"] + (["--quick"] if quick else [])),
         ("prep", ["prep_scale.py"] + (["--quick"] if quick else [])),
         # 0.1 / 0.5 / 2 GB of text: ~45 min on 2 cores, so only with --large (else its last table is kept)

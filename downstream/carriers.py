@@ -9,7 +9,8 @@ around an injection shifts a pooled embedding and pushes it past a truncation wi
 
 Carrier sources (benign paragraphs): `pydoc` (Python's bundled docs, English), `handbook:LANG`
 (Debian's debian-handbook HTML, e.g. `handbook:de-DE`; `apt install debian-handbook`), or a
-.txt file / directory of .txt files with blank-line-separated paragraphs.
+.txt file / directory of .txt files with blank-line-separated paragraphs; a comma-separated
+list of them mixes their paragraphs.
 
 Every draw is counter-based (seed, row, copy): the same inputs give the same documents whatever
 the order they are built in.
@@ -71,7 +72,10 @@ def _text_paragraphs(path: Path) -> list[str]:
 
 
 def carrier_paragraphs(source: str) -> list[str]:
-    """Benign paragraphs of a carrier source (see module doc), in a fixed order."""
+    """Benign paragraphs of a carrier source (see module doc), in a fixed order; several
+    sources separated by commas are concatenated (e.g. "handbook:nl-NL,handbook:pt-BR")."""
+    if "," in source:
+        return [t for part in source.split(",") if part.strip() for t in carrier_paragraphs(part.strip())]
     if source == "pydoc":
         from masklab.data_prep.corpus import pydoc_documents
 

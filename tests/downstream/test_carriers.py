@@ -53,7 +53,10 @@ def test_carried_keeps_labels_places_every_prompt_and_is_deterministic():
 
 
 def test_carrier_sources_fail_clearly(tmp_path):
-    assert len(carrier_paragraphs("pydoc")) > 1000
+    n_pydoc = len(carrier_paragraphs("pydoc"))
+    assert n_pydoc > 1000
+    (tmp_path / "mine.txt").write_text("\n\n".join(PARAS))
+    assert len(carrier_paragraphs(f"pydoc, {tmp_path / 'mine.txt'}")) == n_pydoc + len(PARAS)  # a mix of sources
     with pytest.raises(DataError, match="not 'pydoc', 'handbook:LANG' or an existing"):
         carrier_paragraphs(str(tmp_path / "missing.txt"))
     (tmp_path / "short.txt").write_text("tiny\n\nalso tiny\n")
