@@ -142,8 +142,14 @@ def main(argv=None) -> int:
     from masklab.downstream.encoders import load_encoder
     from masklab.downstream.finetune_model import FinetuneConfig
 
+    from masklab.errors import DataError
+
     t0 = time.time()
-    sets = build_sets(args.quick)
+    try:
+        sets = build_sets(args.quick)
+    except DataError as e:  # debian-handbook missing: the test documents cannot be built
+        print(f"detection_documents: {e}", file=sys.stderr)
+        return 2
     train, val, train_aug, val_aug, test = sets
     minilm_path = str(g.get_model_path())
     encoders = {"char TF-IDF (2-5)": None,

@@ -76,3 +76,15 @@ def test_pmi_scale_quick(tmp_path):
     """The PMI-scale benchmark and its Markov corpus generator (it once rotted unnoticed)."""
     text = _run("pmi_scale.py", "--quick", "--memory-limit", "256MB", tmp_path=tmp_path)
     assert "| M tokens | engine | build s |" in text and "| duckdb |" in text and "| numpy |" in text
+
+
+def test_detection_documents_quick(tmp_path):
+    import pytest
+
+    from masklab.downstream.carriers import HANDBOOK
+
+    if not (HANDBOOK / "de-DE").is_dir():
+        pytest.skip("Debian's debian-handbook is not installed (apt install debian-handbook): the test documents "
+                    "are built from it")
+    text = _run("detection_documents.py", "--quick", tmp_path=tmp_path)
+    assert "| char TF-IDF (2-5) | prompts + carriers | tfidf |" in text and "4 languages" in text
