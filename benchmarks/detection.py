@@ -130,8 +130,9 @@ def main(argv=None) -> int:
                     f"threshold chosen there for {TARGET_FPR:.0%} FPR (the test sources hold 10-15 benign rows, so "
                     "one false positive is 7-10% FPR). Classifier settings: the defaults for sentence embeddings "
                     "(L2 rows, no scaler, C=1) except where the row says standardised. Fine-tuning: as above, "
-                    "early stopping on a validation carve of the training source; no threshold is chosen for it "
-                    "(-). One seed: differences of a few hundredths are within noise at these sizes.\n\n"
+                    "early stopping on a validation carve of the training source, its threshold chosen there too; "
+                    "'+ pydoc carriers, chunked' adds 2 copies of each training / validation row inside pydoc "
+                    "documents (`finetune --augment-carriers pydoc --long chunk`). One seed: differences of a few hundredths are within noise at these sizes.\n\n"
                     + machine_line(torch_threads()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(a + "\n" + b)
