@@ -10,6 +10,7 @@ Public surface (what other packages and scripts may use):
 - metrics:     binary_metrics, bootstrap_ci
 - pipeline:    embed, load_embeddings, classify, detect_smoke
 - finetune:    finetune, finetune_cv (FinetuneConfig, load_finetuned: finetune_model)
+- carriers:    carried, CarrierSpec, carrier_paragraphs (prompts placed inside benign documents)
 - report:      write_report
 Heavy imports (torch, transformers, sklearn) happen when a function is first used.
 """
@@ -26,7 +27,7 @@ _EXPORTS = {
     "binary_metrics": "metrics", "bootstrap_ci": "metrics",
     "embed": "pipeline", "load_embeddings": "pipeline", "classify": "pipeline", "detect_smoke": "pipeline",
     "finetune": "finetune", "finetune_cv": "finetune", "FinetuneConfig": "finetune_model", "load_finetuned": "finetune_model",
-    "write_report": "report",
+    "write_report": "report", "carried": "carriers", "CarrierSpec": "carriers", "carrier_paragraphs": "carriers",
 }
 __all__ = sorted(_EXPORTS)
 
