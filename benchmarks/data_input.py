@@ -1,8 +1,8 @@
 """Training input start-up at corpus scale (issue 17): a training run's time to its first step,
 the shard-set open (quick check) and the full `masklab verify`, at 3 corpus sizes spanning 20x.
 
-Corpora: benchmarks/prep_scale.py's (shuffled pydoc copies, one fixed WordPiece tokenizer),
-prepared here or reused from `--work DIR` (DIR/prep_<MB>mb from `prep_scale --work DIR`).
+Corpora: benchmarks/scale.py's (real text then its word-bigram generator, one fixed WordPiece
+tokenizer), prepared here or reused from `--work DIR` (DIR/prep_<MB>mb from `scale --work DIR`).
 Start-up = wall-clock seconds of a child process (interpreter start and imports included)
 running `train()` on configs/smoke_cpu.yaml with the tiny model of tests/conftest.py for one
 step and no eval: "first" has no sample index yet (DATA/index removed, so it is built), "second"
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="sizes 0.2, 1, 4 MB")
     ap.add_argument("--sizes", help="corpus sizes in MB (comma separated; default 2,10,45)")
-    ap.add_argument("--work", default="", help="prep_scale's --work dir: reuse DIR/prep_<MB>mb when present")
+    ap.add_argument("--work", default="", help="benchmarks.scale's --work dir: reuse DIR/prep_<MB>mb when present")
     ap.add_argument("--out", default="")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--kind", help=argparse.SUPPRESS)
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     if args.child:
         return {"train": _child_train, "open": _child_open, "memory": _child_memory}[args.kind](args)
     sizes = [float(s) for s in (args.sizes or ("0.2,1,4" if args.quick else "2,10,45")).split(",")]
-    from benchmarks import prep_scale
+    from benchmarks import scale
 
     tmp = tempfile.TemporaryDirectory()
     work, scratch = Path(args.work or tmp.name), Path(tmp.name)
@@ -110,11 +110,11 @@ def main(argv=None) -> int:
         for mb in sizes:
             data = work / f"prep_{mb:g}mb"
             if not (data / "manifest.json").is_file():
-                corpus = prep_scale.write_corpus(scratch / f"corpus_{mb:g}mb", mb)
+                corpus = scale.write_corpus(scratch / f"corpus_{mb:g}mb", mb)
                 if not tokenizer.is_file():  # train the fixed tokenizer once, on the smallest corpus
-                    prep_scale.prep(corpus, scratch / "tok", "")
+                    scale.prep(corpus, scratch / "tok", "")
                     shutil.copy(scratch / "tok" / "tokenizer" / "tokenizer.json", tokenizer)
-                prep_scale.prep(corpus, data, str(tokenizer))
+                scale.prep(corpus, data, str(tokenizer))
             shutil.rmtree(data / "index", ignore_errors=True)
             _, first = _child("--kind", "train", "--data", str(data), "--run", str(scratch / f"run_{mb:g}a"))
             r, second = _child("--kind", "train", "--data", str(data), "--run", str(scratch / f"run_{mb:g}b"))
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                          f"{m['worker_hwm']:.0f}"])
     finally:
         tmp.cleanup()
-    note = (f"{machine_line(1)} Corpora: benchmarks/prep_scale.py (shuffled pydoc copies, fixed WordPiece "
+    note = (f"{machine_line(1)} Corpora: benchmarks/scale.py (shuffled pydoc copies, fixed WordPiece "
             "tokenizer). first / second start: wall s of a child process running a 1-step tiny-model "
             "train() (configs/smoke_cpu.yaml + tests/conftest.py TINY), without / with the sample index on "
             "disk; both include interpreter start, imports and model build. Shard open = ShardSet(root, "

@@ -37,7 +37,7 @@ def machine_line(threads: int) -> str:
 
 
 def rerun_command(module: str, quick: bool = False, sizes: str = "") -> str:
-    """The command a results note quotes, e.g. '`python -m benchmarks.prep_scale --quick`'."""
+    """The command a results note quotes, e.g. '`python -m benchmarks.scale --quick`'."""
     return f"`python -m {module}" + (" --quick" if quick else "") + (f" --sizes {sizes}" if sizes else "") + "`"
 
 

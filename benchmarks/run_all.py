@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark script in its own process and collect benchmarks/RESULTS.md.
 
-CPU by default (30-40 minutes on 2 cores; `--large` adds prep at 0.1-2 GB, ~45 minutes); `--gpu` adds the CUDA paths (kernels vs
-flash_attn / SDPA, bf16); `--quick` shrinks every run (a smoke check of the scripts).
+CPU by default (~90 minutes on 2 cores, half of it the Scale table: prep of 0.1 / 0.5 / 2 GB of
+text); `--gpu` adds the CUDA paths (kernels vs flash_attn / SDPA, bf16); `--quick` shrinks every
+run (a smoke check of the scripts); `--only a,b` reruns some jobs and keeps the other sections.
 """
 from __future__ import annotations
 
@@ -53,9 +54,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("detection", ["detection.py"] + (["--quick"] if quick else [])),
         ("detection_documents", ["detection_documents.py"] + (["--quick"] if quick else [])),
         ("pmi", ["pmi_scale.py", "--memory-limit", "256MB"] + (["--quick"] if quick else [])),
-        ("prep", ["prep_scale.py"] + (["--quick"] if quick else [])),
-        # 0.1 / 0.5 / 2 GB of text: ~45 min on 2 cores, so only with --large (else its last table is kept)
-        ("prep_large", ["prep_scale.py", "--sizes", "0.2,1,4" if quick else "100,500,2000"]),
+        ("scale", ["scale.py"] + (["--quick"] if quick else [])),
         ("data_input", ["data_input.py"] + (["--quick"] if quick else [])),
         ("packing", ["packing.py"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
@@ -68,7 +67,6 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
-    ap.add_argument("--large", action="store_true", help="also run prep_large (prep at 0.1 / 0.5 / 2 GB)")
     ap.add_argument("--only", default="", help="comma-separated job names to rerun; the other sections are "
                                                "collected from their results_<name>.md as the last run left them "
                                                "(each carries its own commit and date)")
@@ -85,7 +83,7 @@ def main(argv=None) -> int:
             sections.append(f"## {name}\n\n(missing: {script.name} is not in this checkout)\n")
             continue
         part = Path(args.out).parent / f"results_{name}.md"
-        if (only and name not in only) or (name == "prep_large" and not args.large and name not in only):
+        if only and name not in only:
             sections.append(part.read_text() if part.exists() else f"## {name}\n\n(not run yet)\n")
             continue
         t = time.time()

@@ -41,10 +41,13 @@ def test_late_masking_runs(tmp_path):
     assert "late insertion at layer 1" in text
 
 
-def test_prep_scale_quick(tmp_path):
-    text = _run("prep_scale.py", "--quick", tmp_path=tmp_path)
-    assert "| corpus MB | tokens | prep wall s | prep CPU s | prep tokens/CPU-s | raw encode_batch tokens/CPU-s" in text
-    assert "(train tokenizer" in text and "\n| 1 |" in text and "\n| 4 |" in text
+def test_scale_quick(tmp_path):
+    text = _run("scale.py", "--quick", tmp_path=tmp_path)
+    assert ("| corpus MB | tokens | 1 proc wall s | 1 proc s/GB | 2 procs wall s | 2 procs s/GB | speedup | "
+            "prep tokens/CPU-s | raw encode_batch tokens/CPU-s | ratio |") in text
+    assert "(train tokenizer" in text and "\n| 0.2 |" in text and "\n| 1 |" in text and "\n| 4 |" in text
+    # five target lines, each judged from the figures above
+    assert len([l for l in text.splitlines() if l.startswith(("- met: ", "- MISSED: "))]) == 5
 
 
 def test_data_input_quick(tmp_path):
