@@ -39,9 +39,17 @@ LINEAR, FLAT_RSS, RATIO, SPEEDUP, RSS_MB = 1.25, 1.3, 0.7, 1.7, 1500
 
 
 def _usage() -> tuple[float, float]:
-    """-> (CPU seconds of self + waited children, peak RSS MB of self or any one child)."""
+    """-> (CPU seconds of self + waited children, peak RSS MB of self or any one child).
+
+    Self's peak is VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child
+    would report at least the RSS of whatever process started it."""
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, max(s.ru_maxrss, c.ru_maxrss) / 1024
+    own = s.ru_maxrss
+    try:
+        own = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime, max(own, c.ru_maxrss) / 1024
 
 
 def write_corpus(dest: Path, mb: float, seed: int = 0) -> Path:
@@ -62,6 +70,14 @@ def _child_prep(args) -> int:
     cpu, rss = _usage()
     tokens = sum(ShardSet(out, s, verify="none").num_tokens for s in ShardSet(out, "train", "none").manifest["splits"])
     print(json.dumps({"wall": wall, "cpu": cpu - c0, "tokens": tokens, "rss": rss}))
+    return 0
+
+
+def _child_corpus(args) -> int:
+    from benchmarks.text_corpus import real_paragraphs
+
+    write_corpus(Path(args.corpus), float(args.mb))
+    print(json.dumps(real_paragraphs()[1]))
     return 0
 
 
@@ -138,19 +154,20 @@ def main(argv=None) -> int:
     ap.add_argument("--tokenizer", default="", help="a fixed tokenizer.json (default: train one on the smallest "
                                                     "corpus first)")
     ap.add_argument("--num-proc", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--mb", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return _child_prep(args) if args.kind == "prep" else _child_raw(args)
+        return {"prep": _child_prep, "raw": _child_raw, "corpus": _child_corpus}[args.kind](args)
     sizes = sorted(float(s) for s in (args.sizes or ("0.2,1,4" if args.quick else "100,500,2000")).split(","))
     tmp = None if args.work else tempfile.TemporaryDirectory()
     work = Path(args.work or tmp.name)
     work.mkdir(parents=True, exist_ok=True)
     rows, measured = [], []
     try:
-        from benchmarks.text_corpus import real_paragraphs
-
-        _, real = real_paragraphs()
-        corpora = {mb: write_corpus(work / f"corpus_{mb:g}mb", mb) for mb in sizes}
+        # generated in a child: the parent stays small, so nothing it holds shows in a child's RSS
+        corpora = {mb: work / f"corpus_{mb:g}mb" for mb in sizes}
+        for mb in sizes:
+            real = _run_child("--kind", "corpus", "--corpus", str(corpora[mb]), "--mb", str(mb))
         tokenizer = args.tokenizer
         if not tokenizer:
             r = prep(corpora[sizes[0]], work / "tok_train", "", 1, args.vocab_size, args.sample_bytes)
