@@ -76,7 +76,8 @@ def merge(work: Path, out: Path) -> Path:
         (work / s).mkdir(exist_ok=True)
     shutil.rmtree(work / UNITS_DIR)
     (work / PLAN_FILE).unlink()
-    (work / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    with open(work / "manifest.json", "w") as f:  # json.dump streams: no second copy of a large manifest
+        json.dump(manifest, f, indent=1)
     stamp_new_prep(work, manifest)  # renames keep mtimes: the stamp holds for `out`
     replace_output(work, out)
     log.info("prep done: %d train / %d validation documents, %d / %d tokens -> %s",
