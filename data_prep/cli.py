@@ -46,7 +46,8 @@ def register(sub) -> None:
     p.add_argument("--cjk-segmenter", choices=["jieba"], help="group CJK characters into words for whole-word masking")
     p.add_argument("--shard-tokens", type=int, default=50_000_000, help="most tokens per shard")
     p.add_argument("--chunk-bytes", type=int, default=64 << 20,
-                   help="unit of work: files larger than this are split by byte ranges (default 64 MiB)")
+                   help="unit of work: files larger than this are split by byte ranges, files under 1/8 of it "
+                        "are grouped (default 64 MiB)")
     p.add_argument("--num-proc", type=int, default=1, help="local processes (with --executor local: workers)")
     p.add_argument("--executor", default="none", choices=EXECUTORS,
                    help="none: a local process pool; local / slurm: datatrove tasks (rerun finishes failed tasks)")

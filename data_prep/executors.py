@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from masklab.data_prep.merge import IncompletePrep, merge
-from masklab.data_prep.plan import load_plan
+from masklab.data_prep.plan import load_plan, plan_bytes
 from masklab.data_prep.progress import ProgressBar
 from masklab.data_prep.worker import encode_unit, unit_record
 from masklab.errors import ConfigError, MaskLabError
@@ -54,7 +54,7 @@ def _pool_unit(args):
 def run_pool(work: Path, plan: dict, num_proc: int) -> None:
     """Encode every unit with `num_proc` processes (1: in this process), one progress bar."""
     units = plan["units"]
-    bar = ProgressBar(total_bytes=sum(u["size"] for u in units))
+    bar = ProgressBar(total_bytes=plan_bytes(plan))
     limit = plan["options"]["max_documents"]
     try:
         if num_proc <= 1:

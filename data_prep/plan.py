@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from masklab.data_prep.sources import ReadStats, Unit, documents, fingerprint, plan_units
+from masklab.data_prep.sources import Piece, ReadStats, documents, fingerprint, group_pieces, plan_pieces
 from masklab.data_prep.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from masklab.errors import DataError
 
@@ -56,8 +56,10 @@ def load_plan(work: Path) -> dict:
 
 def make_plan(opts: PlanOptions, work: Path) -> dict:
     """-> the plan in `work` (reused when it matches this corpus and these options)."""
-    units = plan_units(opts.source, opts.chunk_bytes)
-    plan = {"options": asdict(opts), "fingerprint": fingerprint(units), "units": [u.to_dict() for u in units]}
+    pieces = plan_pieces(opts.source, opts.chunk_bytes)
+    units = group_pieces(pieces, opts.chunk_bytes)
+    plan = {"options": asdict(opts), "fingerprint": fingerprint(pieces),
+            "units": [[p.to_dict() for p in unit] for unit in units]}
     if (work / PLAN_FILE).is_file():
         try:
             old = load_plan(work)
@@ -77,7 +79,7 @@ def make_plan(opts: PlanOptions, work: Path) -> dict:
         log.info("training a %s tokenizer (vocab %d) on a sample of at most %d bytes",
                  opts.tokenizer_kind, opts.vocab_size, opts.tokenizer_sample_bytes)
         stats = ReadStats()
-        tok = train_tokenizer(sample_documents(units, opts.text_column, opts.tokenizer_sample_bytes, stats),
+        tok = train_tokenizer(sample_documents(pieces, opts.text_column, opts.tokenizer_sample_bytes, stats),
                               vocab_size=opts.vocab_size, kind=opts.tokenizer_kind, lowercase=opts.lowercase)
         if stats.documents == 0:
             raise DataError(f"corpus {opts.source} is empty: no non-blank text found")
@@ -89,12 +91,12 @@ def make_plan(opts: PlanOptions, work: Path) -> dict:
     return plan
 
 
-def sample_documents(units: list[Unit], text_column: str, budget: int, stats: ReadStats) -> Iterator[str]:
-    """A deterministic sample of about `budget` bytes spread over all units: each unit gives
+def sample_documents(pieces: list[Piece], text_column: str, budget: int, stats: ReadStats) -> Iterator[str]:
+    """A deterministic sample of about `budget` bytes spread over all pieces: each piece gives
     the head of its documents in proportion to its size (all of it when the corpus is smaller)."""
-    sizes = [max(u.size, 1) for u in units]
+    sizes = [max(u.size, 1) for u in pieces]
     total = sum(sizes)
-    for u, size in zip(units, sizes):
+    for u, size in zip(pieces, sizes):
         share = budget if u.kind in ("pydoc", "hub") else budget * size // total
         if share <= 0:
             continue
@@ -105,5 +107,10 @@ def sample_documents(units: list[Unit], text_column: str, budget: int, stats: Re
                 break
 
 
-def units_of(plan: dict) -> list[Unit]:
-    return [Unit(**u) for u in plan["units"]]
+def units_of(plan: dict) -> list[list[Piece]]:
+    """-> the plan's work units, each a list of pieces."""
+    return [[Piece(**p) for p in unit] for unit in plan["units"]]
+
+
+def plan_bytes(plan: dict) -> int:
+    return sum(p["size"] for unit in plan["units"] for p in unit)

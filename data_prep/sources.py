@@ -1,10 +1,13 @@
 """The corpus as a fixed list of work units, each read as a stream of documents.
 
-A unit is a whole file, a byte range of a large uncompressed .txt/.jsonl file (cut at a
+A piece is a whole file, a byte range of a large uncompressed .txt/.jsonl file (cut at a
 paragraph / line boundary), a parquet row-group range, a shard of a streamed hub dataset, or
-the built-in pydoc prose. The list depends only on the corpus and `chunk_bytes`, never on the
-number of processes or tasks, so every parallel setting writes the same shards in the same order.
-Memory per reader is one line / one parquet batch, whatever the file size.
+the built-in pydoc prose. A work unit is a run of consecutive pieces: a large piece alone, or
+small files grouped up to `chunk_bytes / GROUP_DIVISOR`, so the number of units (and of shards,
+unit records and manifest entries) grows with the corpus bytes, not with its file count. Both
+lists depend only on the corpus and `chunk_bytes`, never on the number of processes or tasks,
+so every parallel setting writes the same shards in the same order. Memory per reader is one
+line / one parquet batch, whatever the file size.
 
 Formats: .txt (a document is a paragraph: lines up to a blank line), .jsonl/.json (JSON lines,
 documents in `text_column`), .parquet; .gz/.bz2/.zst compressed forms of .txt/.jsonl/.json.
@@ -36,14 +39,19 @@ class ReadStats:
     invalid_utf8_lines: int = 0
 
 
+# Groups of small files are smaller than a split piece so that a few-GB corpus of small files
+# still has tens of units to spread over processes (the last unit decides the wall time).
+GROUP_DIVISOR = 8
+
+
 @dataclass(frozen=True)
-class Unit:
+class Piece:
     kind: str  # "txt" | "json" | "parquet" | "hub" | "pydoc"
     path: str
     compression: str = ""  # "" | ".gz" | ".bz2" | ".zst"
     start: int = 0  # byte offset (txt/json), first row group (parquet), shard index (hub)
     end: int = -1  # exclusive; -1 = to the end
-    size: int = 0  # bytes this unit covers (progress, sample budget)
+    size: int = 0  # bytes this piece covers (progress, sample budget)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,22 +72,22 @@ def _kind(p: Path) -> tuple[str, str] | None:
 
 def corpus_files(root: Path) -> list[Path]:
     """The corpus files under `root`, sorted; a dangling symlink with a corpus name counts (and is
-    reported as unreadable by `plan_units`) rather than being silently left out."""
+    reported as unreadable by `plan_pieces`) rather than being silently left out."""
     if root.is_file():
         return [root] if _kind(root) else []
     return sorted(p for p in root.rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists())) and _kind(p))
 
 
-def plan_units(source: str, chunk_bytes: int) -> list[Unit]:
-    """-> the corpus's units in corpus order (files sorted by path, ranges by offset)."""
+def plan_pieces(source: str, chunk_bytes: int) -> list[Piece]:
+    """-> the corpus's pieces in corpus order (files sorted by path, ranges by offset)."""
     if source == "pydoc":
-        return [Unit("pydoc", "pydoc")]
+        return [Piece("pydoc", "pydoc")]
     if not os.path.exists(source):
-        return _hub_units(source)
+        return _hub_pieces(source)
     files = corpus_files(Path(source))
     if not files:
         raise DataError(f"no .txt/.jsonl/.json/.parquet files (or their .gz/.bz2/.zst forms) under {source}")
-    units: list[Unit] = []
+    pieces: list[Piece] = []
     for f in files:
         kind, comp = _kind(f)
         try:
@@ -88,12 +96,30 @@ def plan_units(source: str, chunk_bytes: int) -> list[Unit]:
             why = f"a dangling symlink to {os.readlink(f)}" if f.is_symlink() else e.strerror
             raise DataError(f"cannot read {f}: {why}") from None
         if kind == "parquet":
-            units.extend(_parquet_units(f, size, chunk_bytes))
+            pieces.extend(_parquet_pieces(f, size, chunk_bytes))
         elif comp or size <= chunk_bytes:
-            units.append(Unit(kind, str(f), comp, 0, -1, size))
+            pieces.append(Piece(kind, str(f), comp, 0, -1, size))
         else:
             cuts = _cut_points(f, size, chunk_bytes, paragraph=kind == "txt")
-            units.extend(Unit(kind, str(f), "", a, b, b - a) for a, b in zip(cuts[:-1], cuts[1:]) if b > a)
+            pieces.extend(Piece(kind, str(f), "", a, b, b - a) for a, b in zip(cuts[:-1], cuts[1:]) if b > a)
+    return pieces
+
+
+def group_pieces(pieces: list[Piece], chunk_bytes: int) -> list[list[Piece]]:
+    """-> the work units: consecutive local files smaller than `chunk_bytes / GROUP_DIVISOR`
+    share a unit up to that size; every other piece (a split range, a large or compressed file
+    above it, a hub shard, pydoc) is a unit of its own."""
+    limit = max(chunk_bytes // GROUP_DIVISOR, 1)
+    units: list[list[Piece]] = []
+    acc, grouping = 0, False  # grouping: the last unit is a group of small files
+    for p in pieces:
+        small = p.kind in ("txt", "json", "parquet") and p.size < limit
+        if small and grouping and acc + p.size <= limit:
+            units[-1].append(p)
+            acc += p.size
+        else:
+            units.append([p])
+            acc, grouping = p.size, small
     return units
 
 
@@ -114,33 +140,33 @@ def _cut_points(f: Path, size: int, chunk: int, paragraph: bool) -> list[int]:
     return sorted(set(cuts))
 
 
-def _parquet_units(f: Path, size: int, chunk: int) -> list[Unit]:
+def _parquet_pieces(f: Path, size: int, chunk: int) -> list[Piece]:
     import pyarrow.parquet as pq
 
     try:
         md = pq.ParquetFile(f).metadata
     except Exception as e:
         raise DataError(f"cannot read parquet file {f}: {e}") from None
-    units, first, acc = [], 0, 0
+    pieces, first, acc = [], 0, 0
     for g in range(md.num_row_groups):
         acc += md.row_group(g).total_byte_size
         if acc >= chunk or g == md.num_row_groups - 1:
-            units.append(Unit("parquet", str(f), "", first, g + 1, acc))
+            pieces.append(Piece("parquet", str(f), "", first, g + 1, acc))
             first, acc = g + 1, 0
-    return units or [Unit("parquet", str(f), "", 0, 0, size)]
+    return pieces or [Piece("parquet", str(f), "", 0, 0, size)]
 
 
-def _hub_units(name: str) -> list[Unit]:
+def _hub_pieces(name: str) -> list[Piece]:
     import datasets
 
     try:
         ds = datasets.load_dataset(name, split="train", streaming=True)
     except Exception as e:
         raise DataError(f"corpus '{name}' is neither a local path nor a loadable `datasets` name: {e}") from None
-    return [Unit("hub", name, "", i, i + 1) for i in range(ds.num_shards)]
+    return [Piece("hub", name, "", i, i + 1) for i in range(ds.num_shards)]
 
 
-def _open_binary(u: Unit):
+def _open_binary(u: Piece):
     if u.compression == ".zst":
         import zstandard
 
@@ -149,8 +175,8 @@ def _open_binary(u: Unit):
     return COMPRESSED[u.compression](u.path, "rb") if u.compression else open(u.path, "rb")
 
 
-def _lines(u: Unit, stats: ReadStats) -> Iterator[tuple[int, str]]:
-    """-> (1-based line number within the unit, decoded line); invalid UTF-8 lines skipped and counted."""
+def _lines(u: Piece, stats: ReadStats) -> Iterator[tuple[int, str]]:
+    """-> (1-based line number within the piece, decoded line); invalid UTF-8 lines skipped and counted."""
     try:
         fh = _open_binary(u)
     except FileNotFoundError:
@@ -182,7 +208,7 @@ def _lines(u: Unit, stats: ReadStats) -> Iterator[tuple[int, str]]:
         raise
 
 
-def _json_docs(u: Unit, column: str, stats: ReadStats) -> Iterator[str]:
+def _json_docs(u: Piece, column: str, stats: ReadStats) -> Iterator[str]:
     first_line = _first_line_number(u)
     for n, line in _lines(u, stats):
         if not line.strip():
@@ -198,8 +224,8 @@ def _json_docs(u: Unit, column: str, stats: ReadStats) -> Iterator[str]:
         yield row[column]
 
 
-def _first_line_number(u: Unit) -> int:
-    """Line number of the unit's first line in its file (error messages name real lines)."""
+def _first_line_number(u: Piece) -> int:
+    """Line number of the piece's first line in its file (error messages name real lines)."""
     if not u.start:
         return 1
     with open(u.path, "rb") as fh:
@@ -210,7 +236,7 @@ def _first_line_number(u: Unit) -> int:
     return n
 
 
-def _parquet_docs(u: Unit, column: str, stats: ReadStats) -> Iterator[str]:
+def _parquet_docs(u: Piece, column: str, stats: ReadStats) -> Iterator[str]:
     import pyarrow.parquet as pq
 
     try:
@@ -225,7 +251,7 @@ def _parquet_docs(u: Unit, column: str, stats: ReadStats) -> Iterator[str]:
         yield from batch.column(0).to_pylist()
 
 
-def _hub_docs(u: Unit, column: str) -> Iterator[str]:
+def _hub_docs(u: Piece, column: str) -> Iterator[str]:
     import datasets
 
     ds = datasets.load_dataset(u.path, split="train", streaming=True)
@@ -236,8 +262,8 @@ def _hub_docs(u: Unit, column: str) -> Iterator[str]:
         yield row[column]
 
 
-def documents(u: Unit, text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
-    """-> the unit's non-blank documents, in order."""
+def documents(u: Piece, text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
+    """-> the piece's non-blank documents, in order."""
     stats = stats if stats is not None else ReadStats()
     if u.kind == "pydoc":
         it = iter(pydoc_documents())
@@ -257,10 +283,17 @@ def documents(u: Unit, text_column: str = "text", stats: Optional[ReadStats] = N
             yield doc
 
 
-def fingerprint(units: list[Unit]) -> list[list]:
+def unit_documents(unit: list[Piece], text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
+    """-> the work unit's non-blank documents, piece after piece."""
+    stats = stats if stats is not None else ReadStats()
+    for piece in unit:
+        yield from documents(piece, text_column, stats)
+
+
+def fingerprint(pieces: list[Piece]) -> list[list]:
     """(path, size, mtime) of every local file: a rerun resumes only on the same corpus."""
     out = []
-    for p in sorted({u.path for u in units if u.kind not in ("pydoc", "hub")}):
+    for p in sorted({u.path for u in pieces if u.kind not in ("pydoc", "hub")}):
         try:
             st = os.stat(p)
         except OSError as e:

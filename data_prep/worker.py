@@ -18,7 +18,7 @@ import numpy as np
 from masklab.data_prep.encode import encode_documents
 from masklab.data_prep.plan import UNITS_DIR, units_of
 from masklab.data_prep.shard_writer import ShardWriter
-from masklab.data_prep.sources import ReadStats, documents
+from masklab.data_prep.sources import ReadStats, unit_documents
 from masklab.data_prep.tokenizer import load_tokenizer
 
 log = logging.getLogger("masklab.data_prep")
@@ -63,7 +63,7 @@ def encode_unit(work: Path, plan: dict, index: int, progress: Optional[Progress]
         seen_bytes = stats.bytes
         batch.clear()
 
-    for doc in documents(unit, opts["text_column"], stats):
+    for doc in unit_documents(unit, opts["text_column"], stats):
         batch.append(doc)
         if max_documents is not None and stats.documents >= max_documents:
             break

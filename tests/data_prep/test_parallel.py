@@ -69,3 +69,20 @@ def test_a_failed_task_is_rerun_alone_and_the_output_equals_an_uninterrupted_run
     assert 3 in calls and not set(calls) & set(done_before)  # only the missing units were encoded
     assert sorted(calls + done_before) == list(range(n_units))
     assert tree_bytes(out) == tree_bytes(reference)
+
+
+def test_many_small_files_give_few_units_and_the_same_bytes_in_parallel(tmp_path, docs):
+    """120 files of ~3.5 KB, chunk 200 KB: grouped into units of <= 25 KB (chunk_bytes / 8), so
+    shards and manifest entries grow with bytes, not files; 2 processes write the same bytes."""
+    corpus = tmp_path / "many"
+    corpus.mkdir()
+    for k in range(120):
+        (corpus / f"doc_{k:03d}.txt").write_text("\n\n".join(docs[k * 20:(k + 1) * 20]) + "\n")
+    outs = {}
+    for n in (1, 2):
+        outs[n] = tmp_path / f"data{n}"
+        prepare(PrepOptions(source=str(corpus), out=str(outs[n]), num_proc=n, **{**OPTS, "chunk_bytes": 200_000}))
+    m = json.loads((outs[1] / "manifest.json").read_text())
+    assert 12 <= m["units"] <= 24  # ~420 KB in groups of up to 25 KB (7 whole files)
+    assert len(m["splits"]["train"]) <= 3 * m["units"]
+    assert tree_bytes(outs[2]) == tree_bytes(outs[1])
