@@ -173,7 +173,7 @@ def main(argv=None) -> int:
             r = prep(corpora[sizes[0]], work / "tok_train", "", 1, args.vocab_size, args.sample_bytes)
             tokenizer = str(work / "tokenizer.json")
             shutil.copy(work / "tok_train" / "tokenizer" / "tokenizer.json", tokenizer)
-            rows.append([f"{sizes[0]:g} (train tokenizer on a {min(args.sample_bytes / 1e6, sizes[0]):g} MB "
+            rows.append([f"{sizes[0]:g} (train tokenizer on a {min(args.sample_bytes / 1e6, sizes[0]):.3g} MB "
                          "sample, then encode)", f"{r['tokens']:,}", f"{r['wall']:.1f}", "-", "-", "-", "-",
                          f"{r['tokens'] / r['cpu']:,.0f}", "-", "-", f"{r['rss']:.0f}", "-"])
             shutil.rmtree(work / "tok_train", ignore_errors=True)
