@@ -1,7 +1,8 @@
 """Shard writer: flat token / word-start arrays in, `.npy` shards out, sha256 taken while writing.
 
 Each shard is held in memory only up to `shard_tokens` tokens (3 bytes a token plus one
-int64 per document), so memory does not grow with the corpus. The files are written
+int64 per document) and written part by part, never concatenated, so memory does not grow
+with the corpus and a flush does not double it. The files are written
 through a hashing wrapper: the manifest's checksums never need a second read of the shards.
 Layout and dtypes: see `data_prep/shards.py`.
 """
@@ -32,11 +33,18 @@ class _HashingFile:
         return self.sha.hexdigest()
 
 
-def save_hashed(path: Path, arr: np.ndarray) -> str:
-    """np.save(path, arr) -> hex sha256 of the file written."""
+def save_hashed(path: Path, parts: list[np.ndarray], dtype) -> str:
+    """np.save(path, np.concatenate(parts).astype(dtype)) without building the concatenation
+    (a shard's buffered parts are written one by one: no second copy of the shard in memory)
+    -> hex sha256 of the file written. parts: 1-d arrays (of `dtype`: no conversion copy)."""
+    dtype = np.dtype(dtype)
     f = _HashingFile(path)
     try:
-        np.save(f, arr, allow_pickle=False)
+        # the header np.save writes (format 1.0, sorted keys): the bytes equal np.save's
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                 "fortran_order": False, "shape": (sum(len(p) for p in parts),)})
+        for p in parts:
+            f.write(np.ascontiguousarray(p.ravel(), dtype=dtype).data.cast("B"))
     finally:
         digest = f.close()
     return digest
@@ -75,10 +83,10 @@ class ShardWriter:
         d = self.dir / f"{self.prefix}_{len(self.entries):03d}"
         d.mkdir(parents=True)
         lens = np.concatenate(self._lens)
-        sha = {"tokens.npy": save_hashed(d / "tokens.npy", np.concatenate(self._toks)),
-               "word_starts.npy": save_hashed(d / "word_starts.npy", np.concatenate(self._bits)),
+        sha = {"tokens.npy": save_hashed(d / "tokens.npy", self._toks, self.dtype),
+               "word_starts.npy": save_hashed(d / "word_starts.npy", self._bits, np.uint8),
                "doc_offsets.npy": save_hashed(d / "doc_offsets.npy",
-                                              np.concatenate([[0], np.cumsum(lens)]).astype(np.int64))}
+                                              [np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)], np.int64)}
         self.entries.append({"name": d.name, "documents": int(len(lens)), "tokens": int(lens.sum()), "sha256": sha})
         self._toks, self._bits, self._lens, self._n = [], [], [], 0
 
