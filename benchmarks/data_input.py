@@ -125,8 +125,8 @@ def main(argv=None) -> int:
                          f"{m['worker_hwm']:.0f}"])
     finally:
         tmp.cleanup()
-    note = (f"{machine_line(1)} Corpora: benchmarks/scale.py (shuffled pydoc copies, fixed WordPiece "
-            "tokenizer). first / second start: wall s of a child process running a 1-step tiny-model "
+    note = (f"{machine_line(1)} Corpora: benchmarks/scale.py (real Debian text, then its word-bigram "
+            "generator; fixed WordPiece tokenizer). first / second start: wall s of a child process running a 1-step tiny-model "
             "train() (configs/smoke_cpu.yaml + tests/conftest.py TINY), without / with the sample index on "
             "disk; both include interpreter start, imports and model build. Shard open = ShardSet(root, "
             "'train') quick check; full verify = sha256 of every file (`masklab verify`); min of 3. RSS MB = "
