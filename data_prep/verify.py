@@ -167,16 +167,11 @@ def verify_split(root: Path, manifest: dict, split: str, full: bool = False) -> 
 
 def stamp_new_prep(root: Path, manifest: dict) -> None:
     """Record a prep's own output as verified: its manifest sha256s were computed while the shards
-    were written, so the first training start does the quick check, not a full re-hash.
-
-    Streamed entry by entry into the file: a corpus of many small files has hundreds of thousands
-    of shard files, and a dict of their entries would be the prep's largest allocation."""
-    with open(root / STAMP, "w") as f:
-        f.write('{"digest": %s, "files": {' % json.dumps(content_digest(manifest)))
-        sep = "\n"
-        for split in manifest["splits"]:
-            for rel, p, _, shape in shard_files(root, manifest, split):
-                _check_header(p, shape)
-                f.write(f"{sep}{json.dumps(rel)}: {json.dumps(_stamp_entry(p, rel), sort_keys=True)}")
-                sep = ",\n"
-        f.write("\n}}\n")
+    were written, so the first training start does the quick check, not a full re-hash."""
+    files = {}
+    for split in manifest["splits"]:
+        for rel, p, _, shape in shard_files(root, manifest, split):
+            _check_header(p, shape)
+            files[rel] = _stamp_entry(p, rel)
+    text = json.dumps({"digest": content_digest(manifest), "files": files}, indent=0, sort_keys=True)
+    (root / STAMP).write_text(text)
