@@ -1,8 +1,5 @@
 from setuptools import find_packages, setup
 
-_TOP = ["kernels", "pretrain", "data_prep", "downstream"]
-_SUBPACKAGES = [p for top in _TOP for p in [top] + [f"{top}.{sub}" for sub in find_packages(top)]]
-
 setup(
     name="masklab",
     version="0.1.0",
@@ -11,10 +8,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # The folders stay at the top level (kernels/, pretrain/, ...) but install as masklab.kernels, ...:
-    # a top-level `kernels` would collide with Hugging Face's kernel-hub package of that name.
-    packages=["masklab"] + [f"masklab.{p}" for p in _SUBPACKAGES],
-    package_dir={"masklab": "masklab", **{f"masklab.{p}": p.replace(".", "/") for p in _SUBPACKAGES}},
+    # Everything lives under masklab/ (import name = path): a top-level kernels/ folder shadowed
+    # Hugging Face's `kernels` package, which transformers imports.
+    packages=find_packages(include=["masklab", "masklab.*"]),
     package_data={"": ["*.yaml"]},
     install_requires=[
         "torch>=2.4",

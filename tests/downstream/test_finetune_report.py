@@ -39,7 +39,6 @@ def test_finetune_tiny_lowers_loss_and_reloads(tiny_bert_dir, tmp_path, pooling)
 
 
 def test_finetune_from_our_checkpoint(tiny_ckpt, tmp_path):
-    pytest.importorskip("pretrain").export_hf  # the lead's export path
     cfg = FinetuneConfig(epochs=1, max_steps=2, batch_size=8, max_length=32)
     out = finetune(str(tiny_ckpt), _toy(2), tmp_path / "ft", cfg)
     assert (tmp_path / "ft" / "model" / "config.json").is_file() and len(out["history"]) == 1

@@ -17,7 +17,7 @@ import torch
 from masklab.config import load_config
 from masklab.pretrain.batch import UnpaddedBatch
 
-KERNELS = os.sep + "kernels" + os.sep
+KERNELS = os.sep + os.path.join("masklab", "kernels") + os.sep
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
 
