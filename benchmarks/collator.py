@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from masklab.data_prep.pmi import load_pmi_table
     from masklab.data_prep.words import word_starts
     from masklab.config import load_config
-    from masklab.pretrain.data import make_batch
+    from masklab.pretrain.data.collator import make_batch
     from masklab.pretrain.masking import Masker
 
     hf_tok = AutoTokenizer.from_pretrained(g.get_model_path())

@@ -41,7 +41,7 @@ def _child_train(args) -> int:
 
     torch.set_num_threads(1)
     from masklab.config import load_config
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     train(load_config(str(ROOT / "configs" / "smoke_cpu.yaml"),
                       TINY + [f"data.shards={args.data}", f"train.out_dir={args.run}", "train.max_steps=1",

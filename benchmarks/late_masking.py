@@ -24,7 +24,7 @@ from benchmarks.texts import pydoc_samples
 def batches(tok, samples, rate: float, n: int, batch: int = 32, seed: int = 0):
     from masklab.data_prep.tokenizer import tokenizer_info
     from masklab.config import load_config
-    from masklab.pretrain.data import make_batch
+    from masklab.pretrain.data.collator import make_batch
     from masklab.pretrain.masking import build_masker, sample_rng
 
     cfg = load_config(None, ["data.shards=unused", f"masking.rate={rate}"])

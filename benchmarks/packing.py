@@ -52,9 +52,9 @@ class System:
     def __init__(self, data: Path, packing: str, budget: list[str], plan_steps: int):
         from masklab.config import load_config
         from masklab.data_prep.shards import ShardSet
-        from masklab.pretrain.data import Collator
+        from masklab.pretrain.data.collator import Collator
         from masklab.pretrain.model import build_model
-        from masklab.pretrain.steps import StepDataset, make_budget
+        from masklab.pretrain.data.steps import StepDataset, make_budget
 
         cfg = load_config(str(ROOT / "configs" / "smoke_cpu.yaml"),
                           TINY + budget + [f"data.shards={data}", f"data.packing={packing}"])

@@ -69,7 +69,7 @@ def last_layer_exact(mcfg) -> bool:
 
 def build_systems(family: str, size: str, info) -> list[System]:
     """Our model (seeded init) and its peers carrying the same weights."""
-    from masklab.pretrain import hf_bert, hf_modernbert
+    from masklab.pretrain.hf import bert as hf_bert, modernbert as hf_modernbert
     from masklab.pretrain.model import build_model
 
     torch.manual_seed(0)

@@ -41,7 +41,7 @@ def _blocks(text: str) -> list[str]:
 def real_paragraphs() -> tuple[list[str], dict]:
     """-> (paragraphs, {source: MB}) of every real text found."""
     from masklab.data_prep.corpus import pydoc_documents
-    from masklab.downstream.carriers import HANDBOOK, html_paragraphs
+    from masklab.downstream.data.carriers import HANDBOOK, html_paragraphs
 
     found: dict[str, list[str]] = {}
     if PYDOCS.is_dir():

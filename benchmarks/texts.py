@@ -100,7 +100,7 @@ def make_batches(tok, samples_: list[np.ndarray], batch: int, n: int, seed: int 
     longest sequence, labels -100 off the masked positions."""
     from masklab.config import load_config
     from masklab.data_prep.tokenizer import tokenizer_info
-    from masklab.pretrain.data import make_batch
+    from masklab.pretrain.data.collator import make_batch
     from masklab.pretrain.masking import build_masker, sample_rng
 
     if len(samples_) < batch * n:

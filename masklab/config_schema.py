@@ -123,7 +123,7 @@ class TrainConfig:
     # load DeepSpeed state (pickle: code can run) from a checkpoint not signed by this out_dir's run key
     trust_checkpoint: bool = False
     # continued pretraining: start a NEW run (step 0, fresh optimizer) from an HF directory or a
-    # MaskLab run / checkpoint; the model section comes from the source (pretrain/init_from.py)
+    # MaskLab run / checkpoint; the model section comes from the source (pretrain/hf/init_from.py)
     init_from: str = ""
 
 

@@ -17,8 +17,8 @@ log = logging.getLogger("masklab.smoke")
 
 def run(out: Path, config: str, overrides: list[str], folds: int = 5) -> dict:
     from masklab.data_prep import PrepOptions, prepare
-    from masklab.pretrain.hf_convert import export_hf
-    from masklab.pretrain.train import train
+    from masklab.pretrain.hf.convert import export_hf
+    from masklab.pretrain.loop.train import train
 
     t0 = time.time()
     out = Path(out)

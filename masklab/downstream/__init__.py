@@ -19,15 +19,15 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "load_labelled": "data", "load_bastion": "data", "LabelledData": "data",
-    "load_encoder": "encoders", "detect_kind": "encoders", "Encoder": "encoder_base",
-    "make_classifier": "classifiers", "cross_validate": "classifiers", "stratified_folds": "classifiers",
-    "Settings": "classifiers", "NAMES": "classifiers", "save_bundle": "bundle", "load_bundle": "bundle",
-    "evaluate": "crosssource", "load_split": "crosssource", "predict": "predict", "load_model": "predict",
-    "binary_metrics": "metrics", "bootstrap_ci": "metrics",
+    "load_labelled": "data.labelled", "load_bastion": "data.labelled", "LabelledData": "data.labelled",
+    "load_encoder": "encoders.load", "detect_kind": "encoders.load", "Encoder": "encoders.base",
+    "make_classifier": "classifiers.models", "cross_validate": "classifiers.models", "stratified_folds": "classifiers.models",
+    "Settings": "classifiers.models", "NAMES": "classifiers.models", "save_bundle": "classifiers.bundle", "load_bundle": "classifiers.bundle",
+    "evaluate": "evaluation.crosssource", "load_split": "evaluation.crosssource", "predict": "predict", "load_model": "predict",
+    "binary_metrics": "evaluation.metrics", "bootstrap_ci": "evaluation.metrics",
     "embed": "pipeline", "load_embeddings": "pipeline", "classify": "pipeline", "detect_smoke": "pipeline",
-    "finetune": "finetune", "finetune_cv": "finetune", "FinetuneConfig": "finetune_model", "load_finetuned": "finetune_model",
-    "write_report": "report", "carried": "carriers", "CarrierSpec": "carriers", "carrier_paragraphs": "carriers",
+    "finetune": "finetuning.run", "finetune_cv": "finetuning.run", "FinetuneConfig": "finetuning.model", "load_finetuned": "finetuning.model",
+    "write_report": "evaluation.report", "carried": "data.carriers", "CarrierSpec": "data.carriers", "carrier_paragraphs": "data.carriers",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -21,7 +21,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_data(args):
-    from masklab.downstream.data import load_labelled
+    from masklab.downstream.data.labelled import load_labelled
 
     return load_labelled(args.data, args.text_column, args.label_column, args.positive_label, args.split)
 
@@ -45,14 +45,14 @@ def _embed(args) -> int:
 
 
 def _settings(args):
-    from masklab.downstream.classifiers import Settings
+    from masklab.downstream.classifiers.models import Settings
 
     return Settings(C=args.C, class_weight=None if args.class_weight == "none" else args.class_weight,
                     scale=args.scale, normalize=args.normalize)
 
 
 def _classify(args) -> int:
-    from masklab.downstream.classifiers import parse_names
+    from masklab.downstream.classifiers.models import parse_names
     from masklab.downstream.pipeline import print_table
 
     if not args.out or bool(args.embeddings) == bool(args.train):
@@ -67,7 +67,7 @@ def _classify(args) -> int:
         print_table(results)
         print(f"results: {args.out}/results.json" + (f"; fitted bundle: {args.out}/bundle" if save else ""))
         return 0
-    from masklab.downstream.crosssource import evaluate, load_split
+    from masklab.downstream.evaluation.crosssource import evaluate, load_split
 
     if not args.test:
         raise MaskLabError("classify --train needs --test FILE_OR_DIR [...]")
@@ -98,8 +98,8 @@ def _predict(args) -> int:
 
 
 def _finetune(args) -> int:
-    from masklab.downstream.finetune import finetune, finetune_cv
-    from masklab.downstream.finetune_model import FinetuneConfig
+    from masklab.downstream.finetuning.run import finetune, finetune_cv
+    from masklab.downstream.finetuning.model import FinetuneConfig
 
     cfg = FinetuneConfig(pooling=args.pooling, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          warmup_ratio=args.warmup, patience=args.patience, val_fraction=args.val_fraction,
@@ -119,7 +119,7 @@ def _finetune(args) -> int:
         print_table(res)
         return 0
     kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
-    from masklab.downstream.data import load_labelled
+    from masklab.downstream.data.labelled import load_labelled
 
     val = load_labelled(args.val_data, **kw) if args.val_data else None
     tests = [load_labelled(t, **kw) for t in args.test_data or []]
@@ -132,7 +132,7 @@ def _finetune(args) -> int:
 
 
 def _carry(args) -> int:
-    from masklab.downstream.carriers import CarrierSpec, carried
+    from masklab.downstream.data.carriers import CarrierSpec, carried
     from masklab.downstream.run_files import atomic_file
 
     lo, hi = _ints(args.context_chars) if "," in args.context_chars else (None, None)
@@ -152,7 +152,7 @@ def _carry(args) -> int:
 
 
 def _report(args) -> int:
-    from masklab.downstream.report import write_report
+    from masklab.downstream.evaluation.report import write_report
 
     names = [n.strip() for n in args.classifiers.split(",") if n.strip()] if args.classifiers else None
     path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title,

@@ -13,10 +13,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from masklab.downstream.run_files import atomic_dir, read_json, write_json, write_run
-from masklab.downstream.bundle import save_bundle
-from masklab.downstream.classifiers import Settings, cross_validate, fit
-from masklab.downstream.data import LabelledData, check_binary, load_bastion
-from masklab.downstream.encoders import load_encoder
+from masklab.downstream.classifiers.bundle import save_bundle
+from masklab.downstream.classifiers.models import Settings, cross_validate, fit
+from masklab.downstream.data.labelled import LabelledData, check_binary, load_bastion
+from masklab.downstream.encoders.load import load_encoder
 from masklab.errors import DataError, MaskLabError
 
 log = logging.getLogger("masklab.downstream")

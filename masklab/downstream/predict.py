@@ -19,14 +19,14 @@ class FinetunedScorer:
     """A `finetune` output directory (out/model) behind the bundle's predict interface."""
 
     def __init__(self, path: Path):
-        from masklab.downstream.finetune_model import load_finetuned
+        from masklab.downstream.finetuning.model import load_finetuned
 
         self.model, self.tok, self.cfg = load_finetuned(path)
         self.info = {"classifier": f"finetune_{self.cfg.pooling}", "threshold": float(self.cfg.threshold),
                      "label_names": {"0": "benign", "1": "malicious"}}
 
     def predict(self, texts: Sequence[str]) -> dict:
-        from masklab.downstream.finetune_training import predict_logodds
+        from masklab.downstream.finetuning.training import predict_logodds
 
         s = predict_logodds(self.model, self.tok, list(texts), self.cfg)
         return {"score": s, "label": (s >= self.cfg.threshold).astype(np.int64)}
@@ -37,7 +37,7 @@ def load_model(path: str | Path):
     run dir (its model/ subdirectory)."""
     p = Path(path)
     if (p / "bundle.json").is_file():
-        from masklab.downstream.bundle import load_bundle
+        from masklab.downstream.classifiers.bundle import load_bundle
 
         return load_bundle(p)
     for d in (p, p / "model"):
@@ -59,7 +59,7 @@ def read_texts(data: Optional[str], texts: Sequence[str], text_column: str = "te
                 raise DataError(f"data file not found: {p}")
             out += [line.rstrip("\n") for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
         else:
-            from masklab.downstream.data import map_labels, read_local
+            from masklab.downstream.data.labelled import map_labels, read_local
 
             rows = read_local(p)
             if not rows or text_column not in rows[0]:
@@ -76,7 +76,7 @@ def read_texts(data: Optional[str], texts: Sequence[str], text_column: str = "te
 def predict(model_path: str | Path, texts: Sequence[str], labels: Optional[np.ndarray] = None,
             out: Optional[str | Path] = None) -> dict:
     """Score `texts`; write one JSON row per text to `out` (or stdout). -> {rows, metrics}."""
-    from masklab.downstream import metrics as M
+    from masklab.downstream.evaluation import metrics as M
 
     model = load_model(model_path)
     pred = model.predict(texts)

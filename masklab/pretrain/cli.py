@@ -10,7 +10,7 @@ from masklab.config import load_config, to_yaml
 
 
 def _train(args: argparse.Namespace) -> int:
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from masklab.pretrain.hf_convert import export_hf
+    from masklab.pretrain.hf.convert import export_hf
 
     out = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
     head = json.loads((out / "masklab_export.json").read_text()).get("mlm_head")
@@ -40,8 +40,8 @@ def _import(args: argparse.Namespace) -> int:
 
     from masklab.data_prep.tokenizer import file_sha256, save_tokenizer
     from masklab.errors import CheckpointError
-    from masklab.pretrain.checkpoint import save_checkpoint
-    from masklab.pretrain.hf_convert import import_hf_model
+    from masklab.pretrain.checkpoint.store import save_checkpoint
+    from masklab.pretrain.hf.convert import import_hf_model
     from masklab.pretrain.masking import MASKING_ALGORITHM
 
     run = Path(args.out)
@@ -86,7 +86,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory to create")
     p.set_defaults(func=_import)
     try:
-        from masklab.pretrain.evaluate_cli import register as register_eval
+        from masklab.pretrain.evaluate.cli import register as register_eval
     except ModuleNotFoundError:
         return
     register_eval(sub)

@@ -84,7 +84,7 @@ def test_pmi_scale_quick(tmp_path):
 def test_detection_documents_quick(tmp_path):
     import pytest
 
-    from masklab.downstream.carriers import HANDBOOK
+    from masklab.downstream.data.carriers import HANDBOOK
 
     if not (HANDBOOK / "de-DE").is_dir():
         pytest.skip("Debian's debian-handbook is not installed (apt install debian-handbook): the test documents "

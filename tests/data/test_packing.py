@@ -8,8 +8,8 @@ import torch
 from masklab.config import load_config
 from masklab.data_prep import ShardSet
 from masklab.errors import ConfigError
-from masklab.pretrain.data import Collator
-from masklab.pretrain.steps import StepDataset, make_budget, step_loader
+from masklab.pretrain.data.collator import Collator
+from masklab.pretrain.data.steps import StepDataset, make_budget, step_loader
 
 L = 64
 MODES = ["none", "docs", "concat"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from masklab.pretrain.permutation import FeistelPermutation
+from masklab.pretrain.data.permutation import FeistelPermutation
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 65, 1000, 4099, 65537])

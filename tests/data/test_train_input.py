@@ -5,7 +5,7 @@ import pytest
 
 from masklab.config import load_config
 from masklab.errors import MaskLabError
-from masklab.pretrain.train import train
+from masklab.pretrain.loop.train import train
 
 
 def _losses(run_dir):

@@ -75,7 +75,7 @@ def test_config_missing_on_one_node(prepared_data, tmp_path):
 
 
 def test_world_from_plain_srun_variables(monkeypatch):
-    from masklab.pretrain import distributed as D
+    from masklab.pretrain.loop import distributed as D
 
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
@@ -94,7 +94,7 @@ def test_world_from_plain_srun_variables(monkeypatch):
 def test_single_launcher_under_torchrun_is_refused(prepared_data, tmp_path, monkeypatch):
     from masklab.config import load_config
     from masklab.errors import ConfigError
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -106,7 +106,7 @@ def test_single_launcher_under_torchrun_is_refused(prepared_data, tmp_path, monk
 
 SLOW_SAVE = """
 import os, sys, time
-import masklab.pretrain.checkpoint as c
+import masklab.pretrain.checkpoint.store as c
 orig, calls = c.save_file, [0]
 def slow(tensors, path, metadata=None):
     orig(tensors, path, metadata=metadata)

@@ -43,7 +43,7 @@ def torchrun(args, nproc=2, timeout=600, env=None, nan_at=None):
 
 def single_run(prepared_data, run, extra=(), hooks=None):
     from masklab.config import load_config
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     train(load_config("configs/smoke_cpu.yaml", COMMON + [f"data.shards={prepared_data}", f"train.out_dir={run}",
                                                           *extra]), hooks=hooks)

@@ -42,7 +42,7 @@ def tiny_ckpt(tiny_bert_dir, tmp_path_factory) -> Path:
     """The tiny model imported into our model and saved as a MaskLab checkpoint (run dir)."""
     from masklab.config import to_yaml
     from masklab.pretrain import import_hf
-    from masklab.pretrain.checkpoint import save_checkpoint
+    from masklab.pretrain.checkpoint.store import save_checkpoint
 
     model, tok, cfg = import_hf(tiny_bert_dir)
     cfg.data.shards = "unused"

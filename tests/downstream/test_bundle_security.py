@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from masklab.downstream.bundle import load_bundle, save_bundle
-from masklab.downstream.classifiers import NAMES, Settings, make_classifier, scores
+from masklab.downstream.classifiers.bundle import load_bundle, save_bundle
+from masklab.downstream.classifiers.models import NAMES, Settings, make_classifier, scores
 from masklab.errors import MaskLabError
 
 STORAGE = {"lr": "arrays", "svm_linear": "arrays", "xgb": "xgboost", "svm_rbf": "skops", "rf": "skops", "gnb": "skops"}

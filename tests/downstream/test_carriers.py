@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from masklab.downstream.carriers import CarrierSpec, carried, carrier_paragraphs, html_paragraphs
-from masklab.downstream.data import from_records, load_labelled
-from masklab.downstream.finetune import finetune
-from masklab.downstream.finetune_model import FinetuneConfig, load_finetuned
-from masklab.downstream.finetune_training import predict_logodds
+from masklab.downstream.data.carriers import CarrierSpec, carried, carrier_paragraphs, html_paragraphs
+from masklab.downstream.data.labelled import from_records, load_labelled
+from masklab.downstream.finetuning.run import finetune
+from masklab.downstream.finetuning.model import FinetuneConfig, load_finetuned
+from masklab.downstream.finetuning.training import predict_logodds
 from masklab.errors import DataError, MaskLabError
 
 from .toydata import toy_rows
@@ -106,7 +106,7 @@ def test_chunked_scores_are_the_max_over_windows(tiny_bert_dir, tmp_path):
 
 
 def test_finetune_threshold_is_chosen_on_validation_and_used_by_predict(tiny_bert_dir, tmp_path):
-    from masklab.downstream import metrics as M
+    from masklab.downstream.evaluation import metrics as M
     from masklab.downstream.predict import load_model
 
     data = _toy(3)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from masklab.downstream.bundle import load_bundle, save_bundle
-from masklab.downstream.classifiers import Settings, cross_validate, make_classifier, scores, stratified_folds
+from masklab.downstream.classifiers.bundle import load_bundle, save_bundle
+from masklab.downstream.classifiers.models import Settings, cross_validate, make_classifier, scores, stratified_folds
 from masklab.errors import DataError
 
 
@@ -60,7 +60,7 @@ def test_settings_shape_the_pipeline_and_are_validated(separable):
     assert [n for n, _ in steps] == ["scale", "clf"]
     assert make_classifier("lr", settings=Settings(C=0.25)).named_steps["clf"].C == 0.25
     a = scores(make_classifier("lr").fit(X, y), X)
-    from masklab.downstream.classifiers import fit
+    from masklab.downstream.classifiers.models import fit
 
     b = scores(fit("lr", X, y, settings=Settings(class_weight="balanced")), X)
     assert not np.allclose(a, b)  # sample weights reach the estimator

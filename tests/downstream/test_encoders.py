@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from masklab.downstream.encoders import detect_kind, load_encoder
-from masklab.downstream.pooling import pool_padded, pool_unpadded
+from masklab.downstream.encoders.load import detect_kind, load_encoder
+from masklab.downstream.encoders.pooling import pool_padded, pool_unpadded
 from masklab.errors import CheckpointError, MaskLabError
 
 from .toydata import BAD, GOOD
@@ -83,7 +83,7 @@ def test_tokenizer_larger_than_model_vocab_is_refused(tiny_ckpt, tmp_path):
 def test_nan_weights_give_a_clear_error_and_no_output(tiny_ckpt, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from masklab.downstream.data import LabelledData
+    from masklab.downstream.data.labelled import LabelledData
     from masklab.downstream.pipeline import embed
 
     ck = tmp_path / "ck"
@@ -105,7 +105,7 @@ def test_random_init_baseline_differs(tiny_bert_dir):
 
 def test_minilm_defaults_follow_sentence_transformers_config_long_inputs_too(minilm):
     st = pytest.importorskip("sentence_transformers")
-    from masklab.downstream.data import load_bastion
+    from masklab.downstream.data.labelled import load_bastion
 
     texts = load_bastion().texts
     long = [" ".join(texts[:40]), " ".join(texts[40:90])]  # > 256 tokens: truncated at max_seq_length
@@ -125,7 +125,7 @@ def test_minilm_defaults_follow_sentence_transformers_config_long_inputs_too(min
 def test_spec_records_weights_hash_and_random_init(tiny_bert_dir, tiny_ckpt, tmp_path):
     import shutil
 
-    from masklab.downstream.encoders import encoder_from_spec
+    from masklab.downstream.encoders.load import encoder_from_spec
     from masklab.errors import CheckpointError
 
     spec = load_encoder(tiny_bert_dir, kind="masklab-import", random_init=True, seed=3).spec()
@@ -162,7 +162,7 @@ def test_pickled_only_hf_dir_is_refused_without_unpickling_advice(tiny_bert_dir,
 
 def test_minilm_matches_sentence_transformers(minilm):
     st = pytest.importorskip("sentence_transformers")
-    from masklab.downstream.data import load_bastion
+    from masklab.downstream.data.labelled import load_bastion
 
     texts = load_bastion().texts[:12]
     full = st.SentenceTransformer(str(minilm), device="cpu")

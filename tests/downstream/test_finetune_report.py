@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from masklab.downstream.data import LabelledData, from_records
-from masklab.downstream.finetune import finetune
-from masklab.downstream.finetune_model import FinetuneConfig, load_finetuned
-from masklab.downstream.finetune_training import predict_logodds
+from masklab.downstream.data.labelled import LabelledData, from_records
+from masklab.downstream.finetuning.run import finetune
+from masklab.downstream.finetuning.model import FinetuneConfig, load_finetuned
+from masklab.downstream.finetuning.training import predict_logodds
 from masklab.errors import MaskLabError
 
 from .toydata import toy_rows
@@ -45,7 +45,7 @@ def test_finetune_from_our_checkpoint(tiny_ckpt, tmp_path):
 
 
 def test_finetune_cv_shares_the_result_format(tiny_bert_dir):
-    from masklab.downstream.finetune import finetune_cv
+    from masklab.downstream.finetuning.run import finetune_cv
 
     res = finetune_cv(str(tiny_bert_dir), _toy(2), folds=2, cfg=FinetuneConfig(epochs=1, max_steps=2, max_length=32),
                       n_boot=20)["finetune_cls"]
@@ -64,7 +64,7 @@ def runs(tiny_ckpt, tmp_path_factory):
     embed(str(tiny_ckpt), data.subset(np.flatnonzero(lang == "de")), tmp_path / "emb_de", progress=False)
     embed(str(tiny_ckpt), data.subset(np.flatnonzero(lang == "en")), tmp_path / "emb_en", progress=False)
     classify(tmp_path / "emb", tmp_path / "cv", ["lr", "gnb"], folds=3, seeds=(0, 1), n_boot=50)
-    from masklab.downstream.crosssource import evaluate, load_split
+    from masklab.downstream.evaluation.crosssource import evaluate, load_split
 
     evaluate(load_split(tmp_path / "emb_de"), [load_split(tmp_path / "emb_en")], tmp_path / "cross", ["lr", "tfidf"],
              n_boot=50)
@@ -72,7 +72,7 @@ def runs(tiny_ckpt, tmp_path_factory):
 
 
 def test_report_writes_what_it_claims(runs):
-    from masklab.downstream.report import write_report
+    from masklab.downstream.evaluation.report import write_report
 
     path = write_report([runs / "cv", runs / "cross" / "emb_en"], runs / "report", latency=True, k_errors=3)
     files = {p.name for p in (runs / "report").iterdir()}
@@ -89,7 +89,7 @@ def test_report_writes_what_it_claims(runs):
 
 
 def test_report_titles_label_names_and_classifier_filter(runs):
-    from masklab.downstream.report import write_report
+    from masklab.downstream.evaluation.report import write_report
 
     md = write_report([runs / "cross" / "emb_en"], runs / "rep2", classifiers=["tfidf"]).read_text()
     assert "held-out test log-odds" in md and "out-of-fold log-odds" not in md
@@ -100,7 +100,7 @@ def test_report_titles_label_names_and_classifier_filter(runs):
 
 
 def test_report_failure_leaves_output_unchanged(runs, tmp_path):
-    from masklab.downstream.report import write_report
+    from masklab.downstream.evaluation.report import write_report
 
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "keep.txt").write_text("old")

@@ -116,7 +116,7 @@ def test_rows_gpu(dtype):
 def test_model_loss_triton_vs_torch(prepared_data):
     from masklab.data_prep import ShardSet
     from masklab.config import load_config
-    from masklab.pretrain.data import Collator
+    from masklab.pretrain.data.collator import Collator
     from masklab.pretrain.model import build_model
 
     cfg = load_config("configs/smoke_gpu.yaml", [f"data.shards={prepared_data}", "model.hidden_dropout=0"])
@@ -134,7 +134,7 @@ def test_model_loss_triton_vs_torch(prepared_data):
 
 def test_smoke_training_run_on_gpu(tiny_overrides):
     from masklab.config import load_config
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     ov = [o for o in tiny_overrides if o != "train.device=cpu"]
     r = train(load_config("configs/smoke_gpu.yaml", ov + ["train.max_steps=30", "train.eval_every=30"]))

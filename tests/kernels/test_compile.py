@@ -9,7 +9,7 @@ import torch
 from masklab import kernels
 from masklab.config import load_config
 from masklab.data_prep import ShardSet
-from masklab.pretrain.data import Collator
+from masklab.pretrain.data.collator import Collator
 from masklab.pretrain.model import build_model
 from masklab.pretrain.model.compile import compile_enabled, compile_layers
 

@@ -6,7 +6,7 @@ import torch
 
 from masklab.config import load_config
 from masklab.data_prep import ShardSet
-from masklab.pretrain.data import Collator
+from masklab.pretrain.data.collator import Collator
 from masklab.pretrain.model import build_model
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from masklab.data_prep import ShardSet
 from masklab.config import load_config
-from masklab.pretrain.data import Collator
+from masklab.pretrain.data.collator import Collator
 
 
 @pytest.fixture(scope="session")

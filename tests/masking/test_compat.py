@@ -3,8 +3,8 @@ import pytest
 
 from masklab.config import load_config
 from masklab.errors import MaskLabError
-from masklab.pretrain import distributed as D
-from masklab.pretrain.resume import check_resume_compatible, resume_compat
+from masklab.pretrain.loop import distributed as D
+from masklab.pretrain.loop.resume import check_resume_compatible, resume_compat
 
 
 def _compat(data, *ov):

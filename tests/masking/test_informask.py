@@ -96,7 +96,7 @@ def test_informask_recipe_and_relative_tables_resolve_against_the_working_dir(pr
     from pathlib import Path
 
     from masklab.config import load_config
-    from masklab.pretrain.data import Collator
+    from masklab.pretrain.data.collator import Collator
 
     smoke = str(Path("configs/smoke_cpu.yaml").resolve())
     monkeypatch.chdir(weights_table.parent)

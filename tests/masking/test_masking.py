@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from masklab.errors import ConfigError
-from masklab.pretrain.data import StepDataset, step_loader
+from masklab.pretrain.data.collator import StepDataset, step_loader
 from masklab.pretrain.masking import masking_rate, sample_rng
 from tests.masking.conftest import batch_units, make_collator
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from masklab.config import load_config
-from masklab.pretrain.train import train
+from masklab.pretrain.loop.train import train
 from tests.conftest import TINY
 
 RECIPES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "masking").glob("*.yaml"))

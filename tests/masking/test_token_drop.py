@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from masklab.config import load_config
 from masklab.data_prep import ShardSet
 from masklab.errors import ConfigError
-from masklab.pretrain.data import Collator
+from masklab.pretrain.data.collator import Collator
 from masklab.pretrain.model import build_model
 from tests.conftest import TINY
 
@@ -93,7 +93,7 @@ def test_dropped_rows_bypass_the_middle_layers(prepared_data):
 
 
 def test_importance_is_the_running_loss_and_resumes_exactly(prepared_data, tmp_path):
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     base = TINY + ["model.num_layers=3", "+masking/token_dropping", f"data.shards={prepared_data}",
                    "train.eval_every=1000", "model.hidden_dropout=0"]

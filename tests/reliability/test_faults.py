@@ -12,8 +12,8 @@ import pytest
 
 from masklab.config import load_config
 from masklab.errors import CheckpointError, MaskLabError
-from masklab.pretrain.checkpoint import list_checkpoints
-from masklab.pretrain.train import train
+from masklab.pretrain.checkpoint.store import list_checkpoints
+from masklab.pretrain.loop.train import train
 from tests.conftest import TINY
 from tests.reliability.hooks import NanAt
 
@@ -51,7 +51,7 @@ def test_invalid_utf8_is_skipped_and_counted_cli(tmp_path):
 
 def test_one_megabyte_single_line_document(tmp_path):
     from masklab.data_prep import PrepOptions, ShardSet, prepare
-    from masklab.pretrain.data import build_samples
+    from masklab.pretrain.data.collator import build_samples
 
     words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def test_tokenizer_mismatch_on_resume(trained_run, tmp_path):
 def test_disk_full_during_save_keeps_previous_checkpoint(trained_run, tiny_overrides, monkeypatch):
     import errno
 
-    import masklab.pretrain.checkpoint as C
+    import masklab.pretrain.checkpoint.store as C
 
     before = snapshot(trained_run / "checkpoints")
     real = C.save_file

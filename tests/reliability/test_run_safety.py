@@ -15,8 +15,8 @@ import torch
 from masklab.atomic import atomic_dir
 from masklab.config import load_saved_config
 from masklab.errors import CheckpointError, ConfigError, MaskLabError
-from masklab.pretrain.checkpoint import latest_checkpoint, load_model_weights, save_checkpoint
-from masklab.pretrain.integrity import run_key, verify_manifest
+from masklab.pretrain.checkpoint.store import latest_checkpoint, load_model_weights, save_checkpoint
+from masklab.pretrain.checkpoint.integrity import run_key, verify_manifest
 
 pytestmark = pytest.mark.reliability
 
@@ -40,7 +40,7 @@ class _Evil:
 
 def _ds_engine(out_dir, trust=False):
     """A DeepSpeedEngine whose `ds` loads files the way DeepSpeed does (torch.load, weights_only=False)."""
-    from masklab.pretrain.engine import DeepSpeedEngine
+    from masklab.pretrain.loop.engine import DeepSpeedEngine
 
     eng = DeepSpeedEngine.__new__(DeepSpeedEngine)
     eng.tc = SimpleNamespace(out_dir=str(out_dir), trust_checkpoint=trust)
@@ -62,7 +62,7 @@ def test_crafted_deepspeed_checkpoint_is_refused_and_never_unpickled(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load its DeepSpeed state.*runs pickle.*trust_checkpoint"):
         _ds_engine(victim).load_extra(crafted)
     # a forged manifest (right hashes, no key) does not help either
-    from masklab.pretrain.integrity import write_manifest
+    from masklab.pretrain.checkpoint.integrity import write_manifest
     write_manifest(crafted, os.urandom(32))
     with pytest.raises(CheckpointError, match="not signed by train.out_dir"):
         _ds_engine(victim).load_extra(crafted)
@@ -133,8 +133,8 @@ def test_changed_checkpoint_file_is_refused_on_load(tmp_path):
 
 def test_second_run_on_one_out_dir_fails_naming_the_holder(tiny_overrides, tmp_path):
     from masklab.config import load_config
-    from masklab.pretrain.run_lock import RunLock
-    from masklab.pretrain.train import train
+    from masklab.pretrain.checkpoint.run_lock import RunLock
+    from masklab.pretrain.loop.train import train
 
     with RunLock(tmp_path / "run"):
         with pytest.raises(ConfigError, match=rf"in use by another run \(host .*, pid {os.getpid()}, started "):
@@ -143,7 +143,7 @@ def test_second_run_on_one_out_dir_fails_naming_the_holder(tiny_overrides, tmp_p
 
 
 def test_torn_metrics_line_is_cut_on_resume(tmp_path):
-    from masklab.pretrain.metrics import MetricsLog
+    from masklab.pretrain.loop.metrics import MetricsLog
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n{"step": 3, "lo')
     m = MetricsLog(tmp_path, True, False, resume_step=2)
@@ -154,7 +154,7 @@ def test_torn_metrics_line_is_cut_on_resume(tmp_path):
 
 @pytest.mark.parametrize("sig,requeue", [(signal.SIGUSR1, True), (signal.SIGTERM, False)])
 def test_only_the_preemption_signal_requeues(sig, requeue):
-    from masklab.pretrain.stop import StopFlag
+    from masklab.pretrain.loop.stop import StopFlag
 
     stop = StopFlag()
     try:
@@ -176,8 +176,8 @@ def test_bad_saved_config_is_one_line(tmp_path, content):
 
 def test_model_change_is_refused_on_resume():
     from masklab.config import load_config
-    from masklab.pretrain.distributed import World
-    from masklab.pretrain.resume import check_resume_compatible, resume_compat
+    from masklab.pretrain.loop.distributed import World
+    from masklab.pretrain.loop.resume import check_resume_compatible, resume_compat
 
     old = resume_compat(load_config("configs/smoke_cpu.yaml", ["model.num_heads=2"]), World(), "torch", "x")
     new = resume_compat(load_config("configs/smoke_cpu.yaml", ["model.num_heads=4"]), World(), "torch", "x")

@@ -68,7 +68,7 @@ def args(prepared_data, run, steps, *extra):
 @pytest.fixture(scope="module")
 def reference(prepared_data, tmp_path_factory):
     from masklab.config import load_config
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
 
     run = tmp_path_factory.mktemp("ref") / "run"
     train(load_config(args(prepared_data, run, 60)[0], args(prepared_data, run, 60)[1:]))
@@ -127,8 +127,8 @@ def test_preemption_requeues_and_resumes_exactly(cluster, prepared_data, tmp_pat
 def test_scancel_stops_the_job_without_requeue(cluster, prepared_data, tmp_path):
     """scancel (SIGTERM to every process of the job) is a stop, not a pre-emption: the ranks save,
     nobody requeues, the job ends CANCELLED with no restart and a complete, verified checkpoint."""
-    from masklab.pretrain.checkpoint import latest_checkpoint, load_state
-    from masklab.pretrain.integrity import run_key, verify_manifest
+    from masklab.pretrain.checkpoint.store import latest_checkpoint, load_state
+    from masklab.pretrain.checkpoint.integrity import run_key, verify_manifest
 
     run, out = tmp_path / "run", tmp_path / "job.out"
     jid = sbatch("pretrain.sbatch", out, *args(prepared_data, run, 400, "train.log_every=1"))

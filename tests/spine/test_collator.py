@@ -3,7 +3,7 @@ import torch
 
 from masklab.data_prep import ShardSet
 from masklab.config import load_config
-from masklab.pretrain.data import Collator, StepDataset, build_samples
+from masklab.pretrain.data.collator import Collator, StepDataset, build_samples
 
 
 def _collator(prepared_data, *ov):

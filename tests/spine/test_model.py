@@ -7,7 +7,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 from masklab.data_prep.tokenizer import TokenizerInfo
 from masklab.config import load_config
-from masklab.pretrain.hf_bert import from_hf_state_dict, hf_config, to_hf_state_dict
+from masklab.pretrain.hf.bert import from_hf_state_dict, hf_config, to_hf_state_dict
 from masklab.pretrain.model import build_model, padded_vocab_size
 from tests.model.padded_parity import assert_padded_matches_unpadded
 
@@ -67,7 +67,7 @@ def test_sparse_prediction_modes_give_the_same_loss(prepared_data, sparse):
     import numpy as np
 
     from masklab.data_prep import ShardSet
-    from masklab.pretrain.data import Collator
+    from masklab.pretrain.data.collator import Collator
 
     cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}", "data.seq_len=64",
                                                  "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2",

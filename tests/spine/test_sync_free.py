@@ -28,7 +28,7 @@ class _Reads:
 
 
 def _patch(monkeypatch, reads: _Reads) -> None:
-    import masklab.pretrain.train as T
+    import masklab.pretrain.loop.train as T
 
     for name in READS:
         real = getattr(torch.Tensor, name)
@@ -69,7 +69,7 @@ def _patch(monkeypatch, reads: _Reads) -> None:
 
 @pytest.mark.parametrize("nan_at", [set(), {2}])
 def test_no_host_reads_between_log_steps(tiny_overrides, monkeypatch, nan_at):
-    from masklab.pretrain.train import train
+    from masklab.pretrain.loop.train import train
     from tests.reliability.hooks import NanAt
 
     n = 6
@@ -88,8 +88,8 @@ def test_skipped_step_leaves_params_and_optimizer_state_unchanged(tiny_overrides
     """The device-side skip (fused AdamW found_inf) is exact: weights, moments and step counters."""
     from types import SimpleNamespace
 
-    from masklab.pretrain.engine import Engine
-    from masklab.pretrain.distributed import World
+    from masklab.pretrain.loop.engine import Engine
+    from masklab.pretrain.loop.distributed import World
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))

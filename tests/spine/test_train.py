@@ -4,8 +4,8 @@ import pytest
 
 from masklab.config import load_config
 from masklab.errors import ConfigError, MaskLabError
-from masklab.pretrain.checkpoint import list_checkpoints
-from masklab.pretrain.train import train
+from masklab.pretrain.checkpoint.store import list_checkpoints
+from masklab.pretrain.loop.train import train
 
 
 def _metrics(run_dir):
@@ -46,7 +46,7 @@ class _StopAfter:
 
 
 def test_resume_continues_exactly(tiny_overrides, tmp_path, monkeypatch):
-    import masklab.pretrain.train as T
+    import masklab.pretrain.loop.train as T
 
     common = tiny_overrides + ["train.max_steps=12", "train.eval_every=5", "train.warmup_steps=2",
                                "train.save_every=1000"]
@@ -101,7 +101,7 @@ def test_a_new_run_does_not_write_beside_another_runs_checkpoints(tiny_overrides
 
 
 def test_checkpoint_from_the_older_masking_algorithm_is_refused():
-    from masklab.pretrain.train import check_resume_compatible
+    from masklab.pretrain.loop.train import check_resume_compatible
 
     now = {"data.batch_size": 8, "masking.algorithm": 2}
     check_resume_compatible({"compat": {"data.batch_size": 8, "masking.algorithm": 2}}, now)

@@ -1,7 +1,7 @@
 """Training progress: a tqdm bar on a terminal, plain rate-limited log lines in a file."""
 import logging
 
-from masklab.pretrain.progress import TrainProgress
+from masklab.pretrain.loop.progress import TrainProgress
 
 
 def test_non_tty_progress_logs_lines_at_most_every_interval_and_the_last_step(caplog, capsys):

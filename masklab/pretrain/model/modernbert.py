@@ -1,6 +1,6 @@
 """`modernbert` preset: pre-LN, rotary positions, GeGLU MLP, no biases, alternating local/global
 attention, final norm; maps 1:1 onto transformers' ModernBertForMaskedLM (module names below
-follow HF's so the weight mapping in pretrain/hf_modernbert.py stays a rename).
+follow HF's so the weight mapping in pretrain/hf/modernbert.py stays a rename).
 
 - Layer i attends globally iff i % global_attn_every == 0 (HF's `layer_types` rule), else within
   a sliding window over TRUE positions: the token at position p_i sees the token at p_j (same
@@ -11,7 +11,7 @@ follow HF's so the weight mapping in pretrain/hf_modernbert.py stays a rename).
   Dropping's kept rows) row offsets undercount distances, so the layer passes the true positions
   (`positions=`, Stream.window_positions) and a local layer still spans local_window // 2 real
   positions each side, however many [MASK] slots lie between (checkpoints trained before this
-  windowed rows instead: resume refuses them, pretrain/resume.py `model.local_window_over`).
+  windowed rows instead: resume refuses them, pretrain/loop/resume.py `model.local_window_over`).
 - RoPE: rope_theta on global layers, local_rope_theta on local ones, applied on the unpadded
   stream from position_ids, in fp32 like HF's apply_rotary_pos_emb (bf16 rotation loses bits).
 - No position embeddings: late-mask insertion inserts norm(tok_embeddings[MASK]) (what the

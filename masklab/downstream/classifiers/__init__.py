@@ -1,0 +1,1 @@
+"""Classifiers on embeddings, the TF-IDF baseline, calibration and the saved bundle."""

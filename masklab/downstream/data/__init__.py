@@ -1,0 +1,1 @@
+"""Labelled data for detection: loading, hold-out splits, document carriers."""

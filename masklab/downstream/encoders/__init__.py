@@ -1,0 +1,1 @@
+"""Texts -> embeddings: encoder kinds and loading, chunking and batching, backends, pooling."""

@@ -1,0 +1,1 @@
+"""Detection metrics, cross-source evaluation and the report."""

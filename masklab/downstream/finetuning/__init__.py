@@ -1,0 +1,1 @@
+"""Full fine-tuning: the run (splits, scoring, CV), the model and its stored form, the loop."""

@@ -1,0 +1,133 @@
+"""Full fine-tuning of an encoder with a 2-way classification head: split the data, train, score
+the test sets, save atomically; and k-fold cross-validation of the same.
+
+The model and its stored form: `finetune_model.py`; the loop and scoring: `finetune_training.py`.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from masklab.downstream.evaluation import metrics as M
+from masklab.downstream.finetuning.model import (FinetuneConfig, build, check_config, resolve_max_length, save,
+                                               source_hf_dir)
+from masklab.downstream.finetuning.training import predict_logodds, train
+from masklab.downstream.run_files import atomic_dir, write_json, write_run
+from masklab.errors import MaskLabError
+
+
+def _sets(data, cfg: FinetuneConfig, val_data, test_data: Sequence, groups) -> tuple:
+    """-> (train_idx, val set, [(name, test set)]) where sets are LabelledData."""
+    from masklab.downstream.data.labelled import check_binary
+    from masklab.downstream.data.splits import split_indices
+
+    y = check_binary(data.labels)
+    rest, tests = np.arange(len(y)), [(f"test_{Path(t.source).stem}", t) for t in test_data]
+    if not test_data and cfg.test_fraction > 0:
+        rest, held = split_indices(y, cfg.test_fraction, cfg.seed, groups)
+        tests = [("test", data.subset(held))]
+    if val_data is None:
+        keep, held = split_indices(y[rest], cfg.val_fraction, cfg.seed + 1, None if groups is None else groups[rest])
+        val, train_idx = data.subset(rest[held]), rest[keep]
+    else:
+        val, train_idx = val_data, rest
+    if len(np.unique(y[train_idx])) < 2:
+        raise MaskLabError(f"finetune: {len(y)} rows leave {len(train_idx)} for training after the validation/test "
+                           "hold-outs (need both classes): use more data, or give --val-data / --test-data")
+    for name, t in tests:
+        check_binary(t.labels, f"labels of the {name} set")
+    return train_idx, val, tests
+
+
+def _augment(train, val, cfg: FinetuneConfig) -> tuple:
+    """Carrier augmentation after the split: train and validation rows get their carried copies
+    in separate streams, so no document mixes rows across the split."""
+    if not cfg.augment:
+        return train, val
+    from masklab.downstream.data.carriers import CarrierSpec, carried, carrier_paragraphs
+
+    spec = CarrierSpec(cfg.augment, cfg.augment_copies, plain=cfg.augment_plain, seed=cfg.seed)
+    paras = carrier_paragraphs(cfg.augment)
+    return carried(train, spec, True, 0, paras), carried(val, spec, True, 1, paras)
+
+
+def _test_result(t, s: np.ndarray, threshold: float, seed: int) -> tuple[dict, dict]:
+    m = M.binary_metrics(t.labels, s, threshold)
+    r = M.rates_at_threshold(t.labels, s, threshold)
+    m["fpr_at_target_fpr"], m["tpr_at_target_fpr"] = r["fpr"], r["tpr"]
+    return m, {"summary": {k: M.summarize([v]) for k, v in m.items()},
+               "ci": M.bootstrap_ci(t.labels, s, threshold, n=500, seed=seed),
+               "oof": {"seed": seed, "score": s}, "confusion": M.confusion(t.labels, (s >= threshold).astype(int)),
+               "thresholds": {"target_fpr": threshold}}
+
+
+def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(),
+             val_data=None, test_data: Sequence = (), group_column: Optional[str] = None) -> dict:
+    """Fine-tune on `data` (LabelledData), early-stopping on `val_data` or a stratified hold-out
+    (grouped by `group_column`), score every `test_data` set (or a `test_fraction` hold-out; none
+    with 0). Saves atomically: out_dir/model (HF directory, see module doc), out_dir/finetune.json
+    (config, history, sizes) and one run directory per test set (out_dir itself for the hold-out).
+    -> {history, tests: {name: metrics}, model_dir}."""
+    from masklab.downstream.data.splits import group_values
+
+    check_config(cfg)
+    groups = group_values(data.columns, group_column, data.source)
+    train_idx, val, tests = _sets(data, cfg, val_data, test_data, groups)
+    train_set, val = _augment(data.subset(train_idx), val, cfg)
+    with tempfile.TemporaryDirectory() as work, atomic_dir(out_dir) as tmp:
+        model, tok = build(source_hf_dir(model_path, Path(work)), cfg.pooling, cfg.seed)
+        cfg = resolve_max_length(model, tok, cfg)
+        history = train(model, tok, train_set.texts, train_set.labels, val.texts, val.labels, cfg)
+        if cfg.target_fpr and len(val):
+            cfg = replace(cfg, threshold=M.threshold_for_fpr(val.labels, predict_logodds(model, tok, val.texts, cfg),
+                                                             cfg.target_fpr))
+        name, summary = f"finetune_{cfg.pooling}", {}
+        for tname, t in tests:
+            summary[tname], results = _test_result(t, predict_logodds(model, tok, t.texts, cfg), cfg.threshold, cfg.seed)
+            write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
+                      {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, {name: results},
+                      t.labels, t.to_records(), config=asdict(cfg), history=history,
+                      label_names=data.label_names)
+        save(model, tok, tmp / "model", cfg)
+        write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
+                                           "sizes": {"train": len(train_set), "val": len(val),
+                                                     **{n: len(t) for n, t in tests}}, "group_column": group_column})
+    return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model"),
+            "threshold": cfg.threshold}
+
+
+class _Finetuned:
+    """Adapter so classifiers.cross_validate can score a fine-tuned model like any classifier."""
+
+    def __init__(self, model, tok, cfg):
+        self.model, self.tok, self.cfg = model, tok, cfg
+
+    def decision_function(self, texts):
+        return predict_logodds(self.model, self.tok, list(texts), self.cfg)
+
+
+def finetune_cv(model_path: str | Path, data, folds: int = 5, seeds: Sequence[int] = (0,),
+                cfg: FinetuneConfig = FinetuneConfig(), n_boot: int = 1000) -> dict:
+    """Stratified k-fold CV of full fine-tuning (validation split carved from each training fold);
+    same result format as classifiers.cross_validate, under the name 'finetune_<pooling>'."""
+    from masklab.downstream.classifiers.models import cross_validate
+
+    with tempfile.TemporaryDirectory() as work:
+        hf_dir = source_hf_dir(model_path, Path(work))
+
+        def fit_fn(_name, texts, y, seed):
+            from masklab.downstream.data.splits import split_indices
+
+            c = replace(cfg, seed=seed)
+            tr, va = split_indices(y, c.val_fraction, seed)
+            model, tok = build(hf_dir, c.pooling, seed)
+            c = resolve_max_length(model, tok, c)
+            train(model, tok, [texts[i] for i in tr], y[tr], [texts[i] for i in va], y[va], c)
+            return _Finetuned(model, tok, c)
+
+        return cross_validate(list(data.texts), data.labels, [f"finetune_{cfg.pooling}"], folds=folds, seeds=seeds,
+                              n_boot=n_boot, fit_fn=fit_fn)

@@ -1,0 +1,1 @@
+"""Training input: the collator, the sample index, its permutation, packing and step budgets."""

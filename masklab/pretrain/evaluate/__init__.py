@@ -1,0 +1,1 @@
+"""Evaluation of a checkpoint: held-out MLM loss and accuracy, pseudo-log-likelihood."""

@@ -1,0 +1,1 @@
+"""Hugging Face mapping: export / import per preset, pretrained loading, continued pretraining."""

@@ -1,0 +1,1 @@
+"""The training loop: run state, resume, one step, stop signals, engines, metrics, progress."""
