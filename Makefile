@@ -1,25 +1,34 @@
 # Two commands a fresh machine needs: `make smoke` (end-to-end pipeline) and `make test`.
-# The venv gets the CPU torch build pinned here; the package itself asks only for torch>=2.4.
+# Both install the exact versions the suite last passed with (constraints.txt, written by `make lock`);
+# torch and triton are pinned here (the local CPU build; the registries' newest torch is a CUDA build).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
+TRITON_PIN ?= triton==3.9.0
+LOCK ?= constraints.txt
+LATEST ?= .venv-latest
 OUT ?= runs/smoke
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TRITON_DEFAULT_FP_FUSION := 1
 
-.PHONY: install smoke test test-gpu bench gpu-check clean
+.PHONY: install smoke test test-latest lock test-gpu bench gpu-check clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e '.[dev]' xgboost-cpu
+# $(1): venv, $(2): pip constraint flags (the lock, or only torch/triton for test-latest)
+define make_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q --upgrade pip
+	$(1)/bin/pip install -q $(2) $(TORCH_PIN) $(TRITON_PIN)
+	$(1)/bin/pip install -q $(2) $(3) -e '.[dev]' xgboost-cpu
 	# build isolation would pull a multi-GB CUDA torch; DeepSpeed builds against the torch above
-	$(BIN)/pip install -q --no-build-isolation 'deepspeed>=0.14'
+	$(1)/bin/pip install -q $(2) $(3) --no-build-isolation 'deepspeed>=0.19.8,<0.20'
+endef
+
+$(VENV)/.installed: setup.py $(LOCK)
+	$(call make_venv,$(VENV),-c $(LOCK))
 	touch $@
 
 smoke: install
@@ -27,6 +36,24 @@ smoke: install
 
 test: install
 	$(BIN)/python -m pytest -q -m "not gpu" tests
+
+# The newest releases that setup.py's ranges allow, in a venv of their own (not part of CI): run it
+# before refreshing the lock or releasing, so drift is caught before users meet it.
+test-latest:
+	rm -rf $(LATEST)
+	echo "$(TORCH_PIN)" > $(LATEST).pins && echo "$(TRITON_PIN)" >> $(LATEST).pins
+	$(call make_venv,$(LATEST),-c $(LATEST).pins,--upgrade --upgrade-strategy eager)
+	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST).freeze
+	$(LATEST)/bin/python -m pytest -q -m "not gpu" tests
+
+# Regenerate the lock from the venv that just passed `make test` (after `make test-latest`, from that one:
+# make lock VENV=.venv-latest). torch/triton are written as the pins above.
+lock:
+	test -x $(BIN)/pip
+	( echo "# Exact versions \`make test\` last passed with (\`make lock\`, $$(date -u +%Y-%m-%d), python $$($(BIN)/python -c 'import platform; print(platform.python_version())'))."; \
+	  echo "# Used as pip constraints by make install / smoke / test and CI; setup.py keeps the ranges."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -E '^(torch|triton)==' ; \
+	  echo "$(TORCH_PIN)"; echo "$(TRITON_PIN)" ) > $(LOCK).new && mv $(LOCK).new $(LOCK)
 
 # one prepared script, under 8 minutes on one H100/H200: gpu tests, BERT-base bf16 steps, kernel timings
 test-gpu: install

