@@ -59,10 +59,11 @@ lock:
 test-gpu: install
 	PY=$(BIN)/python bash benchmarks/gpu_all.sh benchmarks/results_gpu.md
 
-# the detection table includes the smoke checkpoint: the smoke runs first when it has not yet
+# the detection table includes the smoke checkpoint: the smoke runs first when it has not yet.
+# `make bench BENCH_ARGS=--quick`: every script at tiny sizes (a check that they run)
 bench: install
 	test -f $(OUT)/smoke_summary.json || $(BIN)/masklab smoke --out $(OUT)
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 gpu-check: install
 	$(BIN)/masklab gpu-check
