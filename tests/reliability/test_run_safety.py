@@ -185,18 +185,6 @@ def test_model_change_is_refused_on_resume():
         check_resume_compatible({"compat": old}, new)
 
 
-def test_stale_temp_of_a_dead_writer_is_removed_and_an_old_copy_restored(tmp_path, caplog):
-    p = subprocess.Popen(["true"])
-    p.wait()  # a pid that is certainly dead now
-    (tmp_path / f".out.tmp-{p.pid}").mkdir()
-    (tmp_path / f".prev.old-{p.pid}").mkdir()  # died between the two renames of a replace
-    (tmp_path / f".prev.old-{p.pid}" / "f").write_text("old")
-    with caplog.at_level("WARNING"), atomic_dir(tmp_path / "out") as tmp:
-        (tmp / "f").write_text("new")
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["out", "prev"]
-    assert (tmp_path / "prev" / "f").read_text() == "old" and "restored" in caplog.text and "dead writer" in caplog.text
-
-
 @pytest.fixture
 def small_fs(tmp_path):
     with small_tmpfs(tmp_path, "256k") as d:
