@@ -24,6 +24,7 @@ from typing import Optional
 from masklab.data_prep import executors
 from masklab.data_prep.merge import IncompletePrep, merge
 from masklab.data_prep.plan import PlanOptions, make_plan, work_dir
+from masklab.atomic import refuse_overlap
 from masklab.errors import ConfigError, DataError
 
 log = logging.getLogger("masklab.data_prep")
@@ -59,6 +60,9 @@ class PrepOptions:
 
 def _check(opts: PrepOptions) -> None:
     out = Path(opts.out)
+    inputs = {"--corpus": opts.source, "--tokenizer": opts.tokenizer}
+    refuse_overlap(out, inputs)  # also `--out .`: the current directory is never replaced
+    refuse_overlap(work_dir(out), inputs, flag="--out's work directory")
     if out.exists() and any(out.iterdir()) and not opts.overwrite:
         raise DataError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
     if not 0.0 <= opts.validation_fraction < 1.0:

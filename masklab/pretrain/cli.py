@@ -44,6 +44,9 @@ def _import(args: argparse.Namespace) -> int:
     from masklab.pretrain.hf.convert import import_hf_model
     from masklab.pretrain.masking import MASKING_ALGORITHM
 
+    from masklab.atomic import refuse_overlap
+
+    refuse_overlap(args.out, {"hf_dir": args.hf_dir})
     run = Path(args.out)
     if run.exists() and any(run.iterdir()):
         raise CheckpointError(f"import target {run} exists and is not empty")

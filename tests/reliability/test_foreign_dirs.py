@@ -73,7 +73,8 @@ def test_dead_masklab_writer_is_cleaned_and_old_copy_restored(tmp_path, caplog):
     (tmp_path / "prev").mkdir()
     (tmp_path / "prev" / "f").write_text("old")
     for script, arg in ((_DIE_IN_WRITE, tmp_path / "out"), (_DIE_BETWEEN_RENAMES, tmp_path / "prev")):
-        r = subprocess.run([sys.executable, "-c", script, str(arg)], env=_env(), capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", script, str(arg)], env=_env(), capture_output=True, text=True,
+                           check=False)
         assert r.returncode == 9, r.stderr
     assert not (tmp_path / "prev").exists() and len(list(tmp_path.iterdir())) == 2
     made = _user_dirs(tmp_path)
@@ -107,7 +108,8 @@ def _unshare_ok() -> str:
         return "needs root for unshare --pid --mount-proc"
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
-    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True,
+                       check=False)
     return "" if r.returncode == 0 else f"unshare --pid fails here: {r.stderr.strip()[:200]}"
 
 
@@ -138,7 +140,7 @@ def test_live_writer_in_another_pid_namespace_keeps_its_temp_dir(tmp_path):
             (tmp / "x").write_text("y")
         assert (parent / info["tmp"] / "part1").read_text() == "first half", "the live writer's temp dir was touched"
         (sig / "go").write_text("")
-        out, err = w.communicate(timeout=60)
+        _, err = w.communicate(timeout=60)
         assert w.returncode == 0, err
     finally:
         if w.poll() is None:

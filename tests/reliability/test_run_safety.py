@@ -4,7 +4,6 @@ import json
 import os
 import pickle
 import signal
-import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from tests.small_filesystem import small_tmpfs
 import torch
 
-from masklab.atomic import atomic_dir
 from masklab.config import load_saved_config
 from masklab.errors import CheckpointError, ConfigError, MaskLabError
 from masklab.pretrain.checkpoint.store import latest_checkpoint, load_model_weights, save_checkpoint
