@@ -92,7 +92,11 @@ def _claim_dead(d: Path) -> Optional[tuple[int, dict]]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         info = json.loads(os.read(fd, 1 << 16) or b"null")
-        if isinstance(info, dict) and info.get("magic") == _MAGIC and info.get("dir") == d.name:
+        ok = (isinstance(info, dict) and info.get("magic") == _MAGIC and info.get("dir") == d.name
+              and info.get("kind") in ("tmp", "old") and isinstance(info.get("out"), str)
+              and "/" not in info["out"] and info["out"] not in ("", ".", "..")
+              and d.name.startswith(f".{info['out']}.{info['kind']}-"))  # never acts outside `parent`
+        if ok:
             return fd, info
     except (OSError, ValueError):  # held (a live writer, any node, any namespace) or not ours
         pass
@@ -249,9 +253,10 @@ def replace_dir(src: Path, out: Path) -> None:
     old = aux_path(out, "old")
     fd = None
     try:
-        if out.exists():
+        if os.path.lexists(out):
             try:  # mark it ours first, so a cleaner may restore it if we die between the renames
-                fd = _mark(out, "old", out.name, as_name=old.name)
+                if not out.is_symlink():  # never write into a link's target
+                    fd = _mark(out, "old", out.name, as_name=old.name)
             except OSError as e:  # a read-only old output: it is replaced all the same, unmarked
                 log.debug("cannot mark %s (%s)", out, e)
             try:
@@ -268,7 +273,10 @@ def replace_dir(src: Path, out: Path) -> None:
                 (out / MARKER).unlink(missing_ok=True)
             raise
         fsync_dir(out.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # the link is replaced, its target is not ours to delete
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if fd is not None:
             os.close(fd)

@@ -67,9 +67,10 @@ def test_verify_refuses_hostile_content_even_with_matching_hashes(data_copy, cap
     assert rc == 2 and CASES[how] in io.err and len(io.err.strip().splitlines()) == 1, io
 
 
-@pytest.mark.parametrize("how", ["ids", "offsets"])
-def test_training_on_hostile_data_is_one_line_not_an_index_error(data_copy, tmp_path, capsys, how):
+@pytest.mark.parametrize("how,workers", [("ids", 0), ("ids", 1), ("offsets", 0)])
+def test_training_on_hostile_data_is_one_line_not_an_index_error(data_copy, tmp_path, capsys, how, workers):
     _hostile(data_copy, how)
     rc, io = _cli(capsys, "train", "configs/smoke_cpu.yaml", *TINY, f"data.shards={data_copy}",
-                  f"train.out_dir={tmp_path / 'run'}", "train.max_steps=1")
+                  f"train.out_dir={tmp_path / 'run'}", "train.max_steps=1", f"data.num_workers={workers}")
     assert rc == 2 and CASES[how] in io.err and "Traceback" not in io.err, io.err[-2000:]
+    assert len(io.err.strip().splitlines()) == 1, io.err[-2000:]
