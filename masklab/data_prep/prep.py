@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from masklab.atomic import refuse_overlap
 from masklab.data_prep import executors
 from masklab.data_prep.claim import PrepClaim
 from masklab.data_prep.merge import IncompletePrep, merge
 from masklab.data_prep.plan import PlanOptions, make_plan, work_dir
-from masklab.atomic import refuse_overlap
 from masklab.errors import ConfigError, DataError
 
 log = logging.getLogger("masklab.data_prep")
