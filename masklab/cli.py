@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MaskLabError as e:
-        print(f"masklab {args.stage}: error: {e}", file=sys.stderr)
+        msg = str(e)
+        if "Original Traceback" in msg:  # re-raised from a DataLoader worker: its own message is the last line
+            msg = msg.strip().splitlines()[-1].split(": ", 1)[-1]
+        print(f"masklab {args.stage}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"masklab {args.stage}: interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from masklab.data_prep.claim import clear_slurm_claim
 from masklab.data_prep.merge import IncompletePrep, merge
 from masklab.data_prep.plan import load_plan, plan_bytes
 from masklab.data_prep.progress import ProgressBar
@@ -104,6 +105,7 @@ class MergeStep:
     def __call__(self, data, rank: int = 0, world_size: int = 1):
         _task_logging()
         merge(Path(self.work), Path(self.out))
+        clear_slurm_claim(Path(self.out))
         return data
 
 

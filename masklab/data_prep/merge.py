@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from masklab import atomic
-from masklab.data_prep.plan import PLAN_FILE, UNITS_DIR, load_plan
+from masklab.data_prep.plan import PLAN_FILE, UNITS_DIR, corpus_digest, load_plan
 from masklab.data_prep.shards import FORMAT
 from masklab.data_prep.tokenizer import TOKENIZER_FILE, file_sha256, load_tokenizer
 from masklab.data_prep.verify import stamp_new_prep
@@ -38,6 +38,15 @@ def merge(work: Path, out: Path) -> Path:
                         f"(first: {missing[0]}); rerun the same `masklab prep` to finish only those")
     recs = [json.loads(unit_record(work, i).read_text()) for i in range(len(plan["units"]))]
     opts = plan["options"]
+    tok_sha, corpus = file_sha256(work / "tokenizer" / TOKENIZER_FILE), corpus_digest(plan)
+    for r in recs:  # every unit was encoded under this very plan and tokenizer
+        if r.get("tokenizer_sha256") != tok_sha or r.get("corpus_fingerprint") != corpus:
+            raise DataError(f"prep of {out}: unit {r['unit']} in {work} was encoded with another tokenizer or "
+                            "corpus than the plan's (was the work directory replaced by another prep?); "
+                            "rerun `masklab prep`")
+        for s in SPLITS:
+            for e in r["splits"][s]:
+                e["tokenizer_sha256"], e["corpus_fingerprint"] = tok_sha, corpus
     splits = {s: [e for r in recs for e in r["splits"][s]] for s in SPLITS}
     for s, entries in splits.items():  # shard_<unit>_<k> -> shard_<n>: the layout of a one-process prep
         for n, e in enumerate(entries):
@@ -62,7 +71,8 @@ def merge(work: Path, out: Path) -> Path:
         "format": FORMAT,
         "source": opts["source"],
         "tokenizer": info.to_dict(),
-        "tokenizer_file_sha256": file_sha256(work / "tokenizer" / TOKENIZER_FILE),
+        "tokenizer_file_sha256": tok_sha,
+        "corpus_fingerprint": corpus,
         "tokenizer_source": plan["tokenizer_source"],
         "word_starts": True,
         "cjk_segmenter": opts["cjk_segmenter"],

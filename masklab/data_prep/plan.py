@@ -8,6 +8,7 @@ uninterrupted run. A different corpus or other options start the work directory 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -48,6 +49,13 @@ class PlanOptions:
 
 def work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
+
+
+def corpus_digest(plan: dict) -> str:
+    """sha256 of what identifies the corpus and the options: the plan's fingerprint (path, size,
+    mtime of every file), source and output-deciding options. Bound to every shard (merge.py)."""
+    key = {"source": plan["options"]["source"], "fingerprint": plan["fingerprint"], "options": plan["options"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def load_plan(work: Path) -> dict:

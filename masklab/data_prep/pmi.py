@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from masklab.atomic import atomic_dir
+from masklab.atomic import atomic_dir, refuse_overlap, unique_tag
 from masklab.data_prep.ngram_hash import ngram_hashes_rows, token_hash_table, word_hashes
 from masklab.data_prep.pmi_count import MAX_N, count_ngrams, word_hash_at
 from masklab.data_prep.shards import ShardSet
@@ -86,6 +85,7 @@ def build_pmi_table(shards_dir: str, out: str, min_count: int = 5, size: int = 2
         raise ConfigError("PMI min_count and size must be >= 1")
     if engine not in ENGINES:
         raise ConfigError(f"PMI engine '{engine}' is not one of {', '.join(ENGINES)}")
+    refuse_overlap(out, {"--shards": shards_dir})
     shards = ShardSet(shards_dir, "train")
     if not shards.has_word_starts:
         raise DataError(f"{shards_dir} has no word-start bits; re-run `masklab prep`")
@@ -95,7 +95,7 @@ def build_pmi_table(shards_dir: str, out: str, min_count: int = 5, size: int = 2
     t0 = time.process_time()
     th = token_hash_table(shards.tokenizer.vocab_size)
     counts, total, distinct = _count(shards, th, min_count, engine, memory_limit, chunk_tokens, progress,
-                                     outp.parent / f".{outp.name}.duckdb-{os.getpid()}")
+                                     outp.parent / f".{outp.name}.duckdb-{unique_tag()}")
     t_count = time.process_time() - t0
     table, scores, freq, kept = {}, {}, {}, {}
     for n, frac in zip(range(2, MAX_N + 1), split):

@@ -47,8 +47,7 @@ def count_ngrams_duckdb(shards: ShardSet, token_hash: np.ndarray, min_count: int
     if any(c in memory_limit for c in "'\\;"):
         raise ConfigError(f"PMI --memory-limit '{memory_limit}' is not a memory size such as 2GB")
     work = Path(work_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True)  # a fresh name (host-pid-random): an existing folder is never reused nor deleted
     try:
         con = _connect(work, memory_limit)
         total = 0

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from masklab.atomic import refuse_overlap
 from masklab.data_prep import executors
+from masklab.data_prep.claim import PrepClaim
 from masklab.data_prep.merge import IncompletePrep, merge
 from masklab.data_prep.plan import PlanOptions, make_plan, work_dir
 from masklab.errors import ConfigError, DataError
@@ -59,6 +61,9 @@ class PrepOptions:
 
 def _check(opts: PrepOptions) -> None:
     out = Path(opts.out)
+    inputs = {"--corpus": opts.source, "--tokenizer": opts.tokenizer}
+    refuse_overlap(out, inputs)  # also `--out .`: the current directory is never replaced
+    refuse_overlap(work_dir(out), inputs, flag="--out's work directory")
     if out.exists() and any(out.iterdir()) and not opts.overwrite:
         raise DataError(f"output directory {out} exists and is not empty (pass --overwrite to replace it)")
     if not 0.0 <= opts.validation_fraction < 1.0:
@@ -75,6 +80,11 @@ def _check(opts: PrepOptions) -> None:
 
 def prepare(opts: PrepOptions) -> Path:
     _check(opts)
+    with PrepClaim(Path(opts.out)) as claim:  # one prep per output, for the whole prep (data_prep/claim.py)
+        return _prepare(opts, claim)
+
+
+def _prepare(opts: PrepOptions, claim: PrepClaim) -> Path:
     out = Path(opts.out)
     work = work_dir(out)
     t0 = time.time()
@@ -85,10 +95,12 @@ def prepare(opts: PrepOptions) -> Path:
         if opts.executor == "slurm":
             ids = executors.submit_slurm(work, out, opts.tasks, opts.partition, opts.slurm_time,
                                          opts.cpus_per_task, opts.mem_per_cpu_gb)
+            claim.record_slurm(list(ids))  # the jobs hold the claim while squeue lists them
             log.info("submitted Slurm jobs %s (encode, %d tasks) and %s (merge); %s appears when the merge ends "
                      "(logs in %s)", ids[0], opts.tasks, ids[1], out, executors.logs_dir(out))
             if opts.wait:
                 executors.wait_for_jobs(list(ids), timeout=7 * 24 * 3600)
+                claim.slurm = False  # the jobs are over: this process's claim ends with it
                 if work.exists() or not (out / "manifest.json").is_file():  # the merge moves `work` onto `out`
                     raise DataError(f"the Slurm prep jobs {ids} ended without writing {out}; see the logs in "
                                     f"{executors.logs_dir(out)}; rerun the same command to redo only failed tasks")

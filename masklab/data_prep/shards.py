@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from masklab.data_prep.content import check_offset_ends
 from masklab.data_prep.tokenizer import TokenizerInfo
 from masklab.data_prep.verify import SHARD_FILES, content_digest, verify_split, verify_tokenizer
 from masklab.errors import DataError
@@ -67,6 +68,7 @@ class ShardSet:
                 self.shards.append(Shard(*(np.load(d / f, mmap_mode="r") for f in SHARD_FILES)))
             except ValueError as e:
                 raise DataError(f"cannot read shard {d}: {e}") from None
+            check_offset_ends(self.shards[-1].doc_offsets, len(self.shards[-1].tokens), str(d))  # O(1)
 
     def __reduce__(self):
         # a spawned DataLoader worker reopens the maps (pickling a memmap would copy the whole shard)

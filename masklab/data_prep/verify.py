@@ -141,9 +141,24 @@ def verify_tokenizer(root: Path, manifest: dict) -> None:
                         f"{root / 'manifest.json'}): restore it or re-run `masklab prep`")
 
 
+def verify_bindings(root: Path, manifest: dict) -> None:
+    """Every shard names the tokenizer and corpus it was encoded from (merge.py): they must be the
+    manifest's own (shards of another prep mixed in are refused). Manifests made before issue 35
+    carry no bindings: nothing to compare."""
+    tok, corpus = manifest.get("tokenizer_file_sha256"), manifest.get("corpus_fingerprint")
+    for split, entries in manifest["splits"].items():
+        for e in entries:
+            for key, want in (("tokenizer_sha256", tok), ("corpus_fingerprint", corpus)):
+                if key in e and e[key] != want:
+                    raise DataError(f"{root / split / e['name']} was encoded for another {key.split('_')[0]} "
+                                    f"({key} {str(e[key])[:16]}..., the manifest's is {str(want)[:16]}...): "
+                                    "shards of two preps are mixed; re-run `masklab prep`")
+
+
 def verify_split(root: Path, manifest: dict, split: str, full: bool = False) -> str:
     """Check one split (see the module doc). -> 'full' or 'quick': what was done for it."""
     digest = content_digest(manifest)
+    verify_bindings(root, manifest)
     stamp = {} if full else read_stamp(root, digest)
     mpath = root / "manifest.json"
     files = shard_files(root, manifest, split)

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from masklab.atomic import atomic_dir
+from masklab.atomic import atomic_dir, refuse_overlap
 from masklab.data_prep.informask import corpus_arrays, informative_relevance, token_rates
 from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError
@@ -38,6 +38,7 @@ def surprisal_weights(counts: np.ndarray) -> np.ndarray:
 def build_token_weights(shards_dir: str, out: str, overwrite: bool = False, rate: float = 0.15, seed: int = 0) -> dict:
     if not 0.0 < rate < 1.0:
         raise ConfigError(f"informask-weights --rate={rate} must lie in (0, 1)")
+    refuse_overlap(out, {"--shards": shards_dir})
     outp = Path(out)
     if outp.exists() and any(outp.iterdir()) and not overwrite:
         raise ConfigError(f"weights output {outp} exists and is not empty (pass --overwrite)")

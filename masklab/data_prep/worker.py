@@ -16,10 +16,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from masklab.data_prep.encode import encode_documents
-from masklab.data_prep.plan import UNITS_DIR, units_of
+from masklab.data_prep.plan import UNITS_DIR, corpus_digest, units_of
 from masklab.data_prep.shard_writer import ShardWriter
 from masklab.data_prep.sources import ReadStats, unit_documents
-from masklab.data_prep.tokenizer import load_tokenizer
+from masklab.data_prep.tokenizer import TOKENIZER_FILE, file_sha256, load_tokenizer
 
 log = logging.getLogger("masklab.data_prep")
 BATCH_DOCS = 512
@@ -45,6 +45,7 @@ def encode_unit(work: Path, plan: dict, index: int, progress: Optional[Progress]
     for split in SPLITS:
         for stale in (work / split).glob(f"{prefix}_*"):
             shutil.rmtree(stale)
+    tok_sha = file_sha256(work / "tokenizer" / TOKENIZER_FILE)  # before loading: the file we encode with
     tok, info = load_tokenizer(work / "tokenizer")
     writers = {s: ShardWriter(work / s, prefix, info.vocab_size, opts["shard_tokens"]) for s in SPLITS}
     stats = ReadStats()
@@ -76,7 +77,9 @@ def encode_unit(work: Path, plan: dict, index: int, progress: Optional[Progress]
     if batch:
         flush()
     rec = {"unit": index, "splits": {s: w.close() for s, w in writers.items()}, "documents": stats.documents,
-           "bytes": stats.bytes, "invalid_utf8_lines": stats.invalid_utf8_lines}
+           "bytes": stats.bytes, "invalid_utf8_lines": stats.invalid_utf8_lines,
+           # what these shards were encoded with: the merge refuses a unit made under another plan
+           "tokenizer_sha256": tok_sha, "corpus_fingerprint": corpus_digest(plan)}
     tmp = rec_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rec))
     tmp.rename(rec_path)  # the record is written last: it marks the unit done

@@ -26,6 +26,19 @@ def _load_data(args):
     return load_labelled(args.data, args.text_column, args.label_column, args.positive_label, args.split)
 
 
+def _no_overlap(args, *names: str) -> None:
+    """--out must not equal, contain or lie inside any input (masklab.atomic.refuse_overlap)."""
+    from masklab.atomic import refuse_overlap
+
+    inputs = {}
+    for n in names:
+        v = getattr(args, n, None)
+        for i, x in enumerate(v if isinstance(v, list) else [v]):
+            inputs[f"--{n.replace('_', '-')}" + (f"[{i}]" if isinstance(v, list) else "")] = x
+    if args.out:
+        refuse_overlap(args.out, inputs)
+
+
 def _ints(spec: str) -> list[int]:
     try:
         return [int(s) for s in spec.split(",") if s.strip()]
@@ -36,6 +49,7 @@ def _ints(spec: str) -> list[int]:
 def _embed(args) -> int:
     from masklab.downstream.pipeline import embed
 
+    _no_overlap(args, "model", "data")
     data = _load_data(args)
     embed(args.model, data, args.out, pooling=args.pooling, progress=not args.no_progress, kind=args.kind,
           max_length=args.max_length, normalize=None if args.normalize is None else args.normalize == "l2", long_mode=args.long, chunk_reduce=args.chunk_reduce,
@@ -58,6 +72,7 @@ def _classify(args) -> int:
     if not args.out or bool(args.embeddings) == bool(args.train):
         raise MaskLabError("classify needs --out DIR and either --embeddings DIR (cross-validation) or "
                            "--train X --test Y [Z ...] (train once, score each test set)")
+    _no_overlap(args, "embeddings", "train", "val", "test")
     names, save = parse_names(args.classifiers), None if args.save == "none" else args.save
     if args.embeddings:
         from masklab.downstream.pipeline import classify
@@ -90,6 +105,7 @@ def _classify(args) -> int:
 def _predict(args) -> int:
     from masklab.downstream.predict import predict, read_texts
 
+    _no_overlap(args, "model", "data")
     texts, labels = read_texts(args.data, args.text, args.text_column, args.label_column, args.positive_label)
     r = predict(args.model, texts, labels, args.out)
     if r["metrics"]:
@@ -107,6 +123,7 @@ def _finetune(args) -> int:
                          seed=args.seed, device=args.device, long=args.long, chunk_stride=args.chunk_stride,
                          augment=args.augment_carriers, augment_copies=args.augment_copies,
                          augment_plain=args.augment_plain, target_fpr=args.target_fpr)
+    _no_overlap(args, "model", "data", "val_data", "test_data", "augment_carriers")
     data = _load_data(args)
     if args.cv:
         from masklab.downstream.run_files import atomic_dir, write_run
@@ -138,6 +155,7 @@ def _carry(args) -> int:
     lo, hi = _ints(args.context_chars) if "," in args.context_chars else (None, None)
     if lo is None:
         raise MaskLabError(f"--context-chars takes MIN,MAX (got '{args.context_chars}')")
+    _no_overlap(args, "data", "carriers")
     data = _load_data(args)
     spec = CarrierSpec(args.carriers, args.copies, (lo, hi), args.plain, args.seed)
     plain_cols = dict(kv.split("=", 1) for kv in args.plain_column or [])
@@ -154,6 +172,7 @@ def _carry(args) -> int:
 def _report(args) -> int:
     from masklab.downstream.evaluation.report import write_report
 
+    _no_overlap(args, "runs")
     names = [n.strip() for n in args.classifiers.split(",") if n.strip()] if args.classifiers else None
     path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title,
                         classifiers=names)

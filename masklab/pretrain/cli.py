@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from masklab.config import load_config, to_yaml
@@ -35,6 +34,7 @@ def _import(args: argparse.Namespace) -> int:
     """HF directory -> a MaskLab checkpoint (step 0): a `train.init_from` source and a valid
     `train.resume` point (its state.json carries the compat keys an import can know)."""
     import shutil
+    import tempfile
 
     from omegaconf import OmegaConf
 
@@ -44,12 +44,16 @@ def _import(args: argparse.Namespace) -> int:
     from masklab.pretrain.hf.convert import import_hf_model
     from masklab.pretrain.masking import MASKING_ALGORITHM
 
+    from masklab.atomic import refuse_overlap
+
+    refuse_overlap(args.out, {"hf_dir": args.hf_dir})
     run = Path(args.out)
     if run.exists() and any(run.iterdir()):
         raise CheckpointError(f"import target {run} exists and is not empty")
     imp = import_hf_model(args.hf_dir)
     cfg = OmegaConf.merge(imp.cfg, {"data": {"shards": "<set data.shards>"}})
-    tmp_tok = run.parent / f".{run.name}.tok-{os.getpid()}"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    tmp_tok = Path(tempfile.mkdtemp(prefix=f".{run.name}.tok-", dir=run.parent))  # fresh: never someone's folder
     f = save_tokenizer(imp.tokenizer, tmp_tok)
     # batch size, seed and masking are the resuming run's choice; the tokenizer and the masking
     # algorithm are not (a resume on data from another tokenizer is refused by train.py)

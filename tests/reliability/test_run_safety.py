@@ -4,7 +4,6 @@ import json
 import os
 import pickle
 import signal
-import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from tests.small_filesystem import small_tmpfs
 import torch
 
-from masklab.atomic import atomic_dir
 from masklab.config import load_saved_config
 from masklab.errors import CheckpointError, ConfigError, MaskLabError
 from masklab.pretrain.checkpoint.store import latest_checkpoint, load_model_weights, save_checkpoint
@@ -183,18 +181,6 @@ def test_model_change_is_refused_on_resume():
     new = resume_compat(load_config("configs/smoke_cpu.yaml", ["model.num_heads=4"]), World(), "torch", "x")
     with pytest.raises(MaskLabError, match="model.num_heads: checkpoint 2 vs now 4"):
         check_resume_compatible({"compat": old}, new)
-
-
-def test_stale_temp_of_a_dead_writer_is_removed_and_an_old_copy_restored(tmp_path, caplog):
-    p = subprocess.Popen(["true"])
-    p.wait()  # a pid that is certainly dead now
-    (tmp_path / f".out.tmp-{p.pid}").mkdir()
-    (tmp_path / f".prev.old-{p.pid}").mkdir()  # died between the two renames of a replace
-    (tmp_path / f".prev.old-{p.pid}" / "f").write_text("old")
-    with caplog.at_level("WARNING"), atomic_dir(tmp_path / "out") as tmp:
-        (tmp / "f").write_text("new")
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["out", "prev"]
-    assert (tmp_path / "prev" / "f").read_text() == "old" and "restored" in caplog.text and "dead writer" in caplog.text
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from masklab.errors import CheckpointError
 
 MANIFEST = "SHA256SUMS.json"
 KEY_FILE = ".masklab_run_key"
-_SKIP = {MANIFEST, "COMPLETE"}
+_SKIP = {MANIFEST, "COMPLETE", ".masklab-writer"}  # the last: masklab.atomic.MARKER (a temp dir's, never kept)
 
 
 def run_key(run_dir: Path, create: bool = False) -> Optional[bytes]:

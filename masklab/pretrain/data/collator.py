@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from masklab.data_prep.content import check_batch
 from masklab.data_prep.shards import ShardSet
 from masklab.pretrain.loop import distributed as D
 from masklab.pretrain.batch import UnpaddedBatch
@@ -98,11 +99,13 @@ class Collator:
     def sample_tokens(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """One unit's tokens int64 [L] and word starts uint8 [L], its sequences concatenated."""
         tokens, bits, _, _ = self.samples.gather(np.array([row]), np.zeros(1, np.int64))
+        self._check(tokens, bits)
         return tokens, bits.astype(np.uint8)
 
     def flat_tokens(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit rows -> (tokens int64 [T], word starts uint8 [T], sequence lengths int64 [S])."""
         tokens, bits, lens, _ = self.samples.gather(np.asarray(rows), np.zeros(len(rows), np.int64))
+        self._check(tokens, bits)
         return tokens, bits, lens
 
     def masks(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> tuple[MaskedBatch, float, np.ndarray]:
@@ -111,7 +114,13 @@ class Collator:
         rng_step = EVAL_STREAM if evaluation else step
         global_ids = np.asarray(global_ids, dtype=np.int64)
         tokens, bits, lens, seq_ids = self.samples.gather(self.rows(global_ids), global_ids)
+        self._check(tokens, bits)
         return self.masker.mask_flat(tokens, bits, lens, seq_ids, self.seed, rng_step, rate), rate, seq_ids
+
+    def _check(self, tokens: np.ndarray, bits: np.ndarray) -> None:
+        """Content of what was read (data_prep/content.py): a max / min per batch, so a hostile or
+        mixed-up data folder is one line, never an IndexError deep in the model."""
+        check_batch(tokens, bits, self.tok.vocab_size, f"{self.shards.root}/{self.shards.split} (a training batch)")
 
     def __call__(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> UnpaddedBatch:
         m, rate, seq_ids = self.masks(global_ids, step, evaluation)

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from masklab.data_prep.content import check_offsets
 from masklab.data_prep.shards import ShardSet
 from masklab.pretrain.data.permutation import FeistelPermutation
 
@@ -59,6 +60,8 @@ def _chunk_counts(offs: np.ndarray, body: int) -> np.ndarray:
 
 def build_chunks(shards: ShardSet, seq_len: int, out: Path) -> None:
     body = seq_len - 2
+    for i, s in enumerate(shards.shards):  # read here anyway: broken offsets are one line, not an IndexError
+        check_offsets(s.doc_offsets, len(s.tokens), f"{shards.root}/{shards.split} shard {i}")
     n = sum(int(_chunk_counts(np.asarray(s.doc_offsets), body).sum()) for s in shards.shards)
     table = np.lib.format.open_memmap(out, mode="w+", dtype=CHUNK_DTYPE, shape=(n,))
     at = 0
@@ -105,6 +108,8 @@ def build_packs(chunks: np.ndarray, seq_len: int, rows_out: Path, offsets_out: P
 
 
 def build_doc_stream(shards: ShardSet, out: Path) -> None:
+    for i, s in enumerate(shards.shards):
+        check_offsets(s.doc_offsets, len(s.tokens), f"{shards.root}/{shards.split} shard {i}")
     n_docs = sum(len(s.doc_offsets) - 1 for s in shards.shards)
     stream = np.lib.format.open_memmap(out, mode="w+", dtype=np.int64, shape=(n_docs + 1,))
     stream[0], at, total = 0, 0, 0

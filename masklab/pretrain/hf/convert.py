@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from masklab.atomic import atomic_dir
+from masklab.atomic import atomic_dir, refuse_overlap
 from masklab.data_prep.tokenizer import load_tokenizer
 from masklab.config import load_saved_config
 from masklab.config_schema import MaskLabConfig
@@ -78,7 +78,9 @@ def check_exportable(model_cfg) -> None:
 
 def export_hf(path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write an HF directory for a checkpoint (atomically: temp dir, then rename)."""
+    refuse_overlap(out_dir, {"checkpoint": path})
     ckpt = resolve_checkpoint(path)
+    refuse_overlap(out_dir, {"checkpoint": ckpt})
     check_exportable(load_saved_config(ckpt / "config.yaml").model)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
