@@ -26,7 +26,7 @@ def fmt(summary, k):
     return f"{summary[k]['mean']:.3f} ± {summary[k]['sd']:.3f}" if k in summary else "-"
 
 
-COLS = ["accuracy", "f1", "roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_val_threshold"]
+COLS = ["accuracy", "f1", "roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_tpr_threshold"]
 
 
 def random_init_checkpoint(ckpt: str, work: Path) -> str:

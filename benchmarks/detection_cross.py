@@ -21,7 +21,7 @@ SPLITS = {
     "lang: en -> de/fr/es/it": ("lang", {"en"}),
 }
 TARGET_FPR = 0.05  # the test sets hold 10-15 benign rows: 1% FPR cannot be resolved there
-COLS = ["roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_fpr", "tpr_at_target_fpr"]
+COLS = ["roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_fpr_threshold", "tpr_at_target_fpr_threshold"]
 HEADER = ["split (train -> test)", "n train / test", "features", "classifier", "ROC-AUC", "PR-AUC", "TPR @ 1% FPR",
           f"test FPR @ val thr ({TARGET_FPR:.0%} FPR)", f"test TPR @ val thr ({TARGET_FPR:.0%} FPR)", "s"]
 

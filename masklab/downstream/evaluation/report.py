@@ -22,8 +22,11 @@ from masklab.errors import MaskLabError
 
 log = logging.getLogger("masklab.downstream")
 COLUMNS = [("accuracy", "Acc"), ("precision", "Prec"), ("recall", "Rec"), ("f1", "F1"), ("roc_auc", "ROC-AUC"),
-           ("pr_auc", "PR-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("fpr_at_val_threshold", "FPR@val-thr"),
-           ("fpr_at_target_fpr", "FPR@target"), ("tpr_at_target_fpr", "TPR@target")]
+           ("pr_auc", "PR-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("fpr_at_target_tpr_threshold", "FPR@TPR-target thr"),
+           ("fpr_at_target_fpr_threshold", "FPR@FPR-target thr"), ("tpr_at_target_fpr_threshold", "TPR@FPR-target thr")]
+# run directories written before the threshold columns were named after their threshold
+LEGACY = {"fpr_at_val_threshold": "fpr_at_target_tpr_threshold", "tpr_at_val_threshold": "tpr_at_target_tpr_threshold",
+          "fpr_at_target_fpr": "fpr_at_target_fpr_threshold", "tpr_at_target_fpr": "tpr_at_target_fpr_threshold"}
 
 
 @dataclass
@@ -53,8 +56,9 @@ def load_runs(dirs: Sequence[str | Path], classifiers: Optional[Sequence[str]] =
         for name, r in res["results"].items():
             if classifiers and name not in classifiers:
                 continue
+            summary = {LEGACY.get(k, k): v for k, v in r.get("summary", {}).items()}
             runs.append(Run(f"{d.name}:{name}", y, np.asarray(r["oof"]["score"], dtype=np.float64),
-                            [r_["text"] for r_ in rows], cols, r.get("summary", {}), r.get("ci", {}),
+                            [r_["text"] for r_ in rows], cols, summary, r.get("ci", {}),
                             {"kind": res.get("kind"), "source": res.get("source"), "encoder": res.get("encoder", {}),
                              "seconds": r.get("seconds"), "label_names": names}, d))
     if not runs:
@@ -229,8 +233,9 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, latency: b
         md = [f"# {title}", "", f"{len(runs)} run(s). Scores are {kind} log-odds (threshold 0). Cross-validation "
               "runs: mean ± sd over folds × seeds, CI from a seeded bootstrap of the pooled out-of-fold scores; "
               "train/val/test and fine-tune runs: one value per test set, CI from a bootstrap of its scores. "
-              "FPR@val-thr / FPR@target: benign false-positive rate at the threshold chosen on validation data "
-              "only (for the target TPR / the target FPR).", "", "## Metrics", "", *metrics_table(runs), "",
+              "FPR@TPR-target thr / FPR@FPR-target thr: benign false-positive rate at the threshold chosen on "
+              "validation data only for the target TPR (e.g. 95%) / for the target FPR; TPR@FPR-target thr: the "
+              "malicious rows caught at the latter.", "", "## Metrics", "", *metrics_table(runs), "",
               "## Plots", "", *[f"![{f}]({f})" for f in files], ""]
         if lat:
             md += ["## Latency (ms per prompt, text -> embedding -> score)", "",
