@@ -66,6 +66,17 @@ def _threshold_args(p: argparse.ArgumentParser, what: str) -> None:
                         "gives a warning")
 
 
+def _threshold_texts(args):
+    """The benign rows of --threshold-data (None without it); it needs a target FPR to aim at."""
+    if not getattr(args, "threshold_data", None):
+        return None
+    if not args.target_fpr:
+        raise MaskLabError("--threshold-data sets the threshold for --target-fpr: give a target above 0")
+    from masklab.downstream.predict import read_threshold_texts
+
+    return read_threshold_texts(args.threshold_data, args.text_column, args.label_column, args.positive_label)
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("labelled data")
     g.add_argument("--data", default="bastion",
@@ -120,6 +131,8 @@ def _classify(args) -> int:
 
     names, save = parse_names(args.classifiers), None if args.save == "none" else args.save
     kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
+    if args.threshold_data and not args.target_fpr:
+        raise MaskLabError("--threshold-data sets the threshold for --target-fpr: give a target above 0")
     thr_data = ThresholdData(args.threshold_data, kw) if args.threshold_data else None
     if args.embeddings:
         from masklab.downstream.pipeline import classify
@@ -164,11 +177,7 @@ def _predict(args) -> int:
 
     texts, labels, ids = read_texts(args.data, args.text, args.text_column, args.label_column, args.positive_label,
                                     args.id_column)
-    thr = None
-    if args.threshold_data:
-        from masklab.downstream.predict import read_threshold_texts
-
-        thr = read_threshold_texts(args.threshold_data, args.text_column, args.label_column, args.positive_label)
+    thr = _threshold_texts(args)
     r = predict(args.model, texts, labels, args.out, ids, args.format, thr, args.target_fpr,
                 f"--threshold-data {args.threshold_data}")
     if r["metrics"]:
@@ -202,11 +211,7 @@ def _finetune(args) -> int:
 
     val = load_labelled(args.val_data, **kw) if args.val_data else None
     tests = [load_labelled(t, **kw) for t in args.test_data or []]
-    thr = None
-    if args.threshold_data:
-        from masklab.downstream.predict import read_threshold_texts
-
-        thr = read_threshold_texts(args.threshold_data, args.text_column, args.label_column, args.positive_label)
+    thr = _threshold_texts(args)
     r = finetune(args.model, data, args.out, cfg, val, tests, args.group_column, thr,
                  f"--threshold-data {args.threshold_data}")
     from masklab.downstream.evaluation import operating as OP
@@ -228,11 +233,7 @@ def _ensemble(args) -> int:
     kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
     val = load_labelled(args.val, **kw)
     tests = [load_labelled(t, **kw) for t in args.test or []]
-    thr = None
-    if args.threshold_data:
-        from masklab.downstream.predict import read_threshold_texts
-
-        thr = read_threshold_texts(args.threshold_data, **kw)
+    thr = _threshold_texts(args)
     ens, res = build_ensemble(args.models, val.texts, val.labels, args.out, args.method, args.select_by,
                               args.target_fpr, thr, f"--threshold-data {args.threshold_data}", args.folds, args.seed,
                               val.label_names, val.source)

@@ -169,11 +169,23 @@ def read_texts(data: Optional[str], texts: Sequence[str], text_column: str = "te
 
 def read_threshold_texts(path: str, text_column: str = "text", label_column: str = "label",
                          positive_label: Optional[str] = None) -> list[str]:
-    """The benign rows of a --threshold-data file: every row, or its label-0 rows when it is labelled."""
-    texts, labels, _ = read_texts(path, [], text_column, label_column, positive_label)
-    if labels is not None:
-        log.info("--threshold-data %s: using its %d benign rows (of %d)", path, int((labels == 0).sum()), len(labels))
-        texts = [t for t, y in zip(texts, labels) if y == 0]
+    """The benign rows of a --threshold-data file: every row, or the rows whose label is not the
+    positive one when it has a label column (a file of benign rows only is fine: one class)."""
+    texts, _, _ = read_texts(path, [], text_column, "\0 no label column", None)
+    p = Path(path)
+    if p.suffix.lower() != ".txt":
+        from masklab.downstream.data.labelled import POSITIVE_NAMES, read_local
+
+        rows = read_local(p)
+        if rows and label_column in rows[0]:
+            def positive(v) -> bool:
+                v = str(v)
+                return v == str(positive_label) if positive_label is not None else \
+                    v in ("1", "True") or v.lower() in POSITIVE_NAMES
+
+            keep = [not positive(r[label_column]) for r in rows]
+            log.info("--threshold-data %s: using its %d benign rows (of %d)", path, sum(keep), len(rows))
+            texts = [t for t, k in zip(texts, keep) if k]
     if not texts:
         raise DataError(f"--threshold-data {path} holds no benign rows")
     return texts

@@ -139,3 +139,19 @@ def test_select_by_changes_the_choice():
              "lr": {"roc_auc": s(0.95), "tpr_at_target_fpr_threshold": s(0.7)}}
     assert select(table, "auc") == "tfidf" and select(table, "tpr_at_fpr") == "lr"
     assert "* lr" in selection_table(table, "lr", "tpr_at_fpr")
+
+
+def test_embed_hides_datasets_generating_split_unless_verbose(tiny_bert_dir, tmp_path, capfd):
+    import uuid
+
+    import datasets
+
+    for verbose in (True, False):
+        datasets.enable_progress_bars()  # as a fresh process has it
+        f = _write(tmp_path / f"{verbose}.jsonl", [{"text": f"{uuid.uuid4()} text {i}", "label": i % 2} for i in range(4)])
+        args = ["embed", "--model", str(tiny_bert_dir), "--data", str(f), "--out", str(tmp_path / f"e{verbose}"),
+                "--no-progress"] + (["--verbose"] if verbose else [])
+        assert main(args) == 0
+        err = capfd.readouterr().err
+        assert ("Generating train split" in err) == verbose, err[-500:]
+    datasets.enable_progress_bars()
