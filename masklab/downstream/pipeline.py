@@ -100,14 +100,15 @@ def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: 
 def print_table(results: dict, metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "roc_auc",
                                                            "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_tpr_threshold")) -> str:
     """Plain-text table: one row per classifier, mean ± sd per metric (the mean alone for one value)."""
-    head = f"{'classifier':<14}" + "".join(f"{m:>22}" for m in metrics)
+    widths = [max(22, len(m) + 2) for m in metrics]  # the long threshold-column names stay apart
+    head = f"{'classifier':<14}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, widths))
     lines = [head]
     for name, r in results.items():
         cells = []
         for m in metrics:
             s = r["summary"].get(m)
             cells.append("-" if not s else f"{s['mean']:.3f}" if s.get("n", 2) == 1 else f"{s['mean']:.3f} ± {s['sd']:.3f}")
-        lines.append(f"{name:<14}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{name:<14}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     text = "\n".join(lines)
     print(text)
     return text
