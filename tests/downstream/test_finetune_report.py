@@ -79,7 +79,8 @@ def test_report_writes_what_it_claims(runs):
     assert files == {"report.md", "roc.png", "roc_low_fpr.png", "pr.png", "confusion.png", "summary.json"}
     md = path.read_text()
     for needle in ("cv:lr", "cv:gnb", "emb_en:lr", "emb_en:tfidf", "toy -> toy", "## Per language", "| de |", "## Latency",
-                   "## Misclassified examples", "![roc.png](roc.png)"):
+                   "## Misclassified examples", "![roc.png](roc.png)", "## Operating points",
+                   "(fewer than 10: weak)"):
         assert needle in md, needle
     s = json.loads((runs / "report" / "summary.json").read_text())
     lat = s["latency"]["cv:" + json.loads((runs / "cv" / "bundle" / "bundle.json").read_text())["classifier"]]
