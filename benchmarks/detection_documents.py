@@ -160,8 +160,9 @@ def main(argv=None) -> int:
     rows = embedding_rows(sets, encoders, ["lr"] if args.quick else ["lr", "svm_rbf", "xgb"])
     if not args.quick:
         # as benchmarks/detection.py's fine-tuning (lr 2e-4, batch 8), 256 tokens: longer inputs cost CPU time
-        cfg = FinetuneConfig(epochs=args.finetune_epochs, max_length=256, lr=2e-4, batch_size=8, patience=2,
-                             target_fpr=TARGET_FPR)
+        # pooling pinned to the CLS head the recorded rows used (finetune's default is now embed's: mean)
+        cfg = FinetuneConfig(pooling="cls", epochs=args.finetune_epochs, max_length=256, lr=2e-4, batch_size=8,
+                             patience=2, target_fpr=TARGET_FPR)
         rows += finetune_rows(sets, minilm_path, cfg)
     n_doc = [len(t) for t in test.texts]
     note = (f"Train: {len(train)} English prompts ({int(train.labels.sum())} malicious), validation {len(val)} "
