@@ -26,7 +26,7 @@ def fmt(summary, k):
     return f"{summary[k]['mean']:.3f} ± {summary[k]['sd']:.3f}" if k in summary else "-"
 
 
-COLS = ["accuracy", "f1", "roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_val_threshold"]
+COLS = ["accuracy", "f1", "roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_tpr_threshold"]
 
 
 def random_init_checkpoint(ckpt: str, work: Path) -> str:
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             t0 = time.time()
             # lr 2e-4 / batch 8 was picked after 5e-5 / 16 (3 epochs: AUC 0.854, predicted every row malicious)
             # on this same CV: one comparison, not a nested search. About 8 optimizer steps per epoch here.
-            cfg = FinetuneConfig(epochs=args.finetune_epochs, max_length=128, lr=2e-4, batch_size=8, patience=2)
+            cfg = FinetuneConfig(pooling="cls", epochs=args.finetune_epochs, max_length=128, lr=2e-4, batch_size=8, patience=2)
             res = finetune_cv(minilm_path, data, folds=args.folds, seeds=(0,), cfg=cfg, n_boot=0)
             add_results("MiniLM-L6 fine-tuned (CLS head, val split per fold)", res, time.time() - t0)
     from benchmarks.detection_cross import HEADER, TARGET_FPR, cross_source_rows
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     if not args.quick:
         from masklab.downstream.finetuning.run import FinetuneConfig
 
-        ft_cfg = FinetuneConfig(epochs=args.finetune_epochs, max_length=128, lr=2e-4, batch_size=8, patience=2)
+        ft_cfg = FinetuneConfig(pooling="cls", epochs=args.finetune_epochs, max_length=128, lr=2e-4, batch_size=8, patience=2)
     cross_rows = cross_source_rows(data, cross, args.quick, minilm_path, ft_cfg)
     header = ["features", "classifier", "accuracy", "F1", "ROC-AUC", "PR-AUC", "TPR @ 1% FPR",
               "benign FPR @ val thr (95% TPR)", "s"]
@@ -132,7 +132,13 @@ def main(argv=None) -> int:
                     "(L2 rows, no scaler, C=1) except where the row says standardised. Fine-tuning: as above, "
                     "early stopping on a validation carve of the training source, its threshold chosen there too; "
                     "'+ pydoc carriers, chunked' adds 2 copies of each training / validation row inside pydoc "
-                    "documents (`finetune --augment-carriers pydoc --long chunk`). One seed: differences of a few hundredths are within noise at these sizes.\n\n"
+                    "documents (`finetune --augment-carriers pydoc --long chunk`). 'val benign beyond thr / n': the "
+                    "validation benign rows at or above the chosen threshold and how many it was set on ('weak': "
+                    "fewer than 10); 'FPR upper 95%': the one-sided Clopper-Pearson bound on the FPR they imply. "
+                    "Ensemble rows combine every classifier of the split above them (`downstream.ensemble`: rank "
+                    "average; logistic stack cross-fitted on the validation carve, thresholds on its out-of-fold "
+                    "scores); fine-tuned models are not members here. One seed: differences of a few hundredths "
+                    "are within noise at these sizes.\n\n"
                     + machine_line(torch_threads()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(a + "\n" + b)

@@ -18,7 +18,7 @@ from masklab.errors import MaskLabError
 STAGES = [
     "masklab.data_prep.cli",  # prep, pmi
     "masklab.pretrain.cli",  # train, export, import, evaluate
-    "masklab.downstream.cli",  # embed, classify, predict, finetune, carry, report
+    "masklab.downstream.cli",  # embed, classify, predict, finetune, ensemble, carry, report
     "masklab.env",  # env
     "masklab.smoke",  # smoke
     "masklab.kernels.gpu_check_cli",  # gpu-check

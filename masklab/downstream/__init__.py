@@ -6,8 +6,9 @@ Public surface (what other packages and scripts may use):
 - classifiers: make_classifier, cross_validate, stratified_folds, Settings, NAMES
 - bundle:      save_bundle, load_bundle (fixed schema, no code from files)
 - crosssource: evaluate, load_split (train once, choose on validation, score test sets)
-- predict:     predict, load_model (bundles and fine-tuned models)
-- metrics:     binary_metrics, bootstrap_ci
+- predict:     predict, load_model, ROW_FIELDS (one output schema: bundles, fine-tuned models, ensembles)
+- ensemble:    build_ensemble, load_ensemble (rank average / cross-fitted stack; plain JSON)
+- metrics:     binary_metrics, bootstrap_ci; operating: choose, fpr_upper_bound (thresholds with evidence)
 - pipeline:    embed, load_embeddings, classify, detect_smoke
 - finetune:    finetune, finetune_cv (FinetuneConfig, load_finetuned: finetune_model)
 - carriers:    carried, CarrierSpec, carrier_paragraphs (prompts placed inside benign documents)
@@ -24,6 +25,8 @@ _EXPORTS = {
     "make_classifier": "classifiers.models", "cross_validate": "classifiers.models", "stratified_folds": "classifiers.models",
     "Settings": "classifiers.models", "NAMES": "classifiers.models", "save_bundle": "classifiers.bundle", "load_bundle": "classifiers.bundle",
     "evaluate": "evaluation.crosssource", "load_split": "evaluation.crosssource", "predict": "predict", "load_model": "predict",
+    "ROW_FIELDS": "predict", "build_ensemble": "ensemble", "load_ensemble": "ensemble",
+    "choose": "evaluation.operating", "fpr_upper_bound": "evaluation.operating",
     "binary_metrics": "evaluation.metrics", "bootstrap_ci": "evaluation.metrics",
     "embed": "pipeline", "load_embeddings": "pipeline", "classify": "pipeline", "detect_smoke": "pipeline",
     "finetune": "finetuning.run", "finetune_cv": "finetuning.run", "FinetuneConfig": "finetuning.model", "load_finetuned": "finetuning.model",

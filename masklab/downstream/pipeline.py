@@ -58,11 +58,15 @@ def load_embeddings(d: str | Path) -> tuple[np.ndarray, np.ndarray, list[dict], 
 
 def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: int = 5, seeds: Sequence[int] = (0,),
              grid: bool = False, target_tpr: float = 0.95, n_boot: int = 1000, save: Optional[str] = "best",
-             settings: Settings = Settings(), target_fpr: float = 0.0) -> dict:
+             settings: Settings = Settings(), target_fpr: float = 0.0, threshold_data=None,
+             select_by: str = "auc") -> dict:
     """Stratified k-fold CV of every classifier on one embeddings dir (`tfidf` runs on its
     texts.jsonl); write a run directory with results.json and a bundle of `save` (a name,
-    'best' by mean CV ROC-AUC, or None) fitted on all rows, decision threshold 0. For
+    'best' by mean CV `select_by` (auc | tpr_at_fpr), or None) fitted on all rows. Its threshold:
+    0, or set for `target_fpr` on `threshold_data` (selection.ThresholdData) when given. For
     train/val/test evaluation see evaluation.crosssource."""
+    from masklab.downstream.evaluation import operating as OP
+    from masklab.downstream.evaluation.selection import select
     X, y, records, meta = load_embeddings(emb_dir)
     y = check_binary(y, f"labels in {emb_dir}")
     texts = np.asarray([str(r.get("text", "")) for r in records], dtype=object)
@@ -75,27 +79,36 @@ def classify(emb_dir: str | Path, out: str | Path, names: Sequence[str], folds: 
         write_run(tmp, "classify", meta.get("source"), meta.get("encoder", {}), results, y, records,
                   embeddings=str(emb_dir), settings=vars(settings), label_names=meta.get("label_names"))
         if save:
-            best = max(results, key=lambda n: results[n]["summary"]["roc_auc"]["mean"]) if save == "best" else save
+            best = select({n: r["summary"] for n, r in results.items()}, select_by) if save == "best" else save
             if best not in names:
                 raise MaskLabError(f"--save {best}: not among the classifiers run ({', '.join(names)})")
             clf = fit(best, feats[best], y, seeds[0], grid, settings)  # final model on all training data
             enc = {"kind": "text"} if best == "tfidf" else meta.get("encoder", {})
-            save_bundle(tmp / "bundle", clf, best, enc, 0.0, meta.get("label_names"),
-                        {"trained_on": str(emb_dir), "n_train": int(len(y)), "settings": vars(settings)})
+            op = OP.default_point()
+            if threshold_data is not None and target_fpr:
+                from masklab.downstream.classifiers.models import scores
+
+                op = OP.choose(None, scores(clf, threshold_data.features(best, meta.get("encoder", {}))), target_fpr,
+                               threshold_data.name)
+            save_bundle(tmp / "bundle", clf, best, enc, op["threshold"], meta.get("label_names"),
+                        {"trained_on": str(emb_dir), "n_train": int(len(y)), "settings": vars(settings),
+                         "operating_point": op, "select_by": select_by})
+            results[best]["operating_point"] = op
     return results
 
 
 def print_table(results: dict, metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "roc_auc",
-                                                           "pr_auc", "tpr_at_1pct_fpr", "fpr_at_val_threshold")) -> str:
+                                                           "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_tpr_threshold")) -> str:
     """Plain-text table: one row per classifier, mean ± sd per metric (the mean alone for one value)."""
-    head = f"{'classifier':<14}" + "".join(f"{m:>22}" for m in metrics)
+    widths = [max(22, len(m) + 2) for m in metrics]  # the long threshold-column names stay apart
+    head = f"{'classifier':<14}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, widths))
     lines = [head]
     for name, r in results.items():
         cells = []
         for m in metrics:
             s = r["summary"].get(m)
             cells.append("-" if not s else f"{s['mean']:.3f}" if s.get("n", 2) == 1 else f"{s['mean']:.3f} ± {s['sd']:.3f}")
-        lines.append(f"{name:<14}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{name:<14}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     text = "\n".join(lines)
     print(text)
     return text

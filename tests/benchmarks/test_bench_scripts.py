@@ -73,6 +73,7 @@ def test_detection_quick_has_cross_source_rows(tmp_path):
     text = _run("detection.py", "--quick", "--checkpoint", str(tmp_path / "none"), tmp_path=tmp_path)
     assert "Detection across sources" in text and "| lang: en -> de/fr/es/it |" in text
     assert "| channel: user_input -> tool_output/memory |" in text and "test FPR @ val thr (5% FPR)" in text
+    assert "FPR upper 95% (val)" in text and "| rank average |" in text and "| logistic stack (2-fold cross-fitted) |" in text
 
 
 def test_pmi_scale_quick(tmp_path):

@@ -32,7 +32,7 @@ def test_cross_validate_summary_and_determinism(separable):
     r2 = cross_validate(X, y, ["lr", "gnb"], folds=3, seeds=(0, 1), n_boot=50)
     s = r1["lr"]["summary"]
     assert s["roc_auc"]["n"] == 6 and s["roc_auc"]["mean"] > 0.8
-    assert {"fpr_at_val_threshold", "tpr_at_val_threshold", "tpr_at_1pct_fpr", "pr_auc"} <= set(s)
+    assert {"fpr_at_target_tpr_threshold", "tpr_at_target_tpr_threshold", "tpr_at_1pct_fpr", "pr_auc"} <= set(s)
     assert r1["lr"]["summary"] == r2["lr"]["summary"] and r1["gnb"]["ci"] == r2["gnb"]["ci"]
     assert len(r1["lr"]["oof"]["score"]) == len(y) and np.isfinite(r1["lr"]["oof"]["score"]).all()
 

@@ -52,7 +52,7 @@ def test_train_once_choose_on_validation_score_each_test(splits, tmp_path):
         r = json.loads((out / t / "results.json").read_text())
         assert r["kind"] == "cross" and r["test"] == t and set(r["results"]) == {"lr", "gnb"}
         s = r["results"][chosen]["summary"]
-        assert {"fpr_at_target_fpr", "tpr_at_target_fpr", "fpr_at_val_threshold", "brier"} <= set(s)
+        assert {"fpr_at_target_fpr_threshold", "tpr_at_target_fpr_threshold", "fpr_at_target_tpr_threshold", "brier"} <= set(s)
         assert s["roc_auc"]["n"] == 1
     # the choice never looks at test data: relabelling a test set changes nothing chosen
     yb = np.load(splits["test_b"] / "labels.npy")

@@ -97,7 +97,7 @@ def carve_validation(train: Split, fraction: float, seed: int, groups: Optional[
 
 def _result(y: np.ndarray, s: np.ndarray, thr: dict, seed: int, n_boot: int, cal: Optional[dict]) -> dict:
     m = M.binary_metrics(y, s)
-    for key, t in (("val_threshold", thr.get("target_tpr")), ("target_fpr", thr.get("target_fpr"))):
+    for key, t in (("target_tpr_threshold", thr.get("target_tpr")), ("target_fpr_threshold", thr.get("target_fpr"))):
         if t is not None:
             r = M.rates_at_threshold(y, s, t)
             m[f"fpr_at_{key}"], m[f"tpr_at_{key}"] = r["fpr"], r["tpr"]
@@ -114,9 +114,15 @@ def evaluate(train: Split, tests: Sequence[Split], out: str | Path, names: Seque
              val: Optional[Split] = None, settings: Settings = Settings(), grid: bool = False,
              target_tpr: float = 0.95, target_fpr: float = 0.01, calibration: str = "platt", n_boot: int = 1000,
              seed: int = 0, save: Optional[str] = "best", group_column: Optional[str] = None,
-             val_fraction: float = 0.2) -> dict:
-    """Fit every classifier on `train`, choose on `val`, score every test set; write `out`.
-    -> {"chosen": name, "validation": {name: metrics}, "tests": {test name: {name: result}}}."""
+             val_fraction: float = 0.2, threshold_data=None, select_by: str = "auc") -> dict:
+    """Fit every classifier on `train`, choose on `val` (by `select_by`: auc | tpr_at_fpr), score
+    every test set; write `out`. The target-FPR threshold is set on `threshold_data`
+    (selection.ThresholdData: benign rows used for nothing else) when given, else on validation,
+    and carries its evidence (operating.point: n_benign, n_beyond, fpr_upper95, warning).
+    -> {"chosen": name, "validation": {name: metrics}, "tests": {test name: {name: result}},
+    "operating_points": {name: point}}."""
+    from masklab.downstream.evaluation import operating as OP
+    from masklab.downstream.evaluation.selection import select
     if not tests:
         raise MaskLabError("classify --train needs at least one --test set")
     if not (0 <= target_fpr < 1) or not (0 <= target_tpr <= 1):
@@ -136,20 +142,31 @@ def evaluate(train: Split, tests: Sequence[Split], out: str | Path, names: Seque
         fitted[name] = fit(name, train.features(name), train.y, seed, grid, settings, groups)
         s = scores(fitted[name], val.features(name))
         val_scores[name] = s
+        if not target_fpr:
+            op = OP.default_point()
+        elif threshold_data is not None:
+            op = OP.choose(None, scores(fitted[name], threshold_data.features(name, train.meta.get("encoder", {}))),
+                           target_fpr, threshold_data.name, warn=False)
+        else:
+            op = OP.choose(val.y, s, target_fpr, f"validation ({val.name})", warn=False)
         thresholds[name] = {"default": 0.0,
                             "target_tpr": M.threshold_for_tpr(val.y, s, target_tpr) if target_tpr else None,
-                            "target_fpr": M.threshold_for_fpr(val.y, s, target_fpr) if target_fpr else None,
-                            "target_tpr_value": target_tpr, "target_fpr_value": target_fpr}
+                            "target_fpr": op["threshold"] if target_fpr else None,
+                            "target_tpr_value": target_tpr, "target_fpr_value": target_fpr, "operating_point": op}
         cals[name] = fit_calibration(calibration, val.y, s)
         validation[name] = _result(val.y, s, thresholds[name], seed, 0, cals[name])
         log.info("%s: validation ROC-AUC %.3f", name, validation[name]["summary"]["roc_auc"]["mean"])
     chosen = None
     if save:
-        chosen = max(names, key=lambda n: validation[n]["summary"]["roc_auc"]["mean"]) if save == "best" else save
+        chosen = select({n: validation[n]["summary"] for n in names}, select_by) if save == "best" else save
         if chosen not in names:
             raise MaskLabError(f"--save {chosen}: not among the classifiers run ({', '.join(names)})")
     test_dirs = _unique_names([t.name for t in tests])
-    results = {"chosen": chosen, "validation": {n: validation[n]["summary"] for n in names}, "tests": {}}
+    results = {"chosen": chosen, "validation": {n: validation[n]["summary"] for n in names}, "tests": {},
+               "operating_points": {n: thresholds[n]["operating_point"] for n in names}, "select_by": select_by}
+    for n in ([chosen] if chosen else names):  # the warning for what an operator will deploy
+        if thresholds[n]["operating_point"]["warning"]:
+            log.warning("%s: %s", n, thresholds[n]["operating_point"]["warning"])
     with atomic_dir(out) as tmp:
         write_run(tmp / "validation", "validation", val.meta.get("source"), val.meta.get("encoder", {}), validation,
                   val.y, val.records, label_names=val.meta.get("label_names"))
@@ -168,10 +185,11 @@ def evaluate(train: Split, tests: Sequence[Split], out: str | Path, names: Seque
             op = thr["target_fpr"] if thr["target_fpr"] is not None else 0.0
             enc = {"kind": "text"} if chosen == "tfidf" else train.meta.get("encoder", {})
             save_bundle(tmp / "bundle", fitted[chosen], chosen, enc, op, train.meta.get("label_names"),
-                        {"thresholds": thr, "calibration": cals[chosen], "settings": vars(settings),
+                        {"thresholds": thr, "operating_point": thr["operating_point"], "select_by": select_by,
+                         "calibration": cals[chosen], "settings": vars(settings),
                          "trained_on": train.name, "validated_on": val.name, "n_train": int(len(train.y)),
                          "n_val": int(len(val.y)), "grid": grid, "group_column": group_column})
-        write_json(tmp / "summary.json", {"chosen": chosen, "validation": results["validation"],
+        write_json(tmp / "summary.json", {"chosen": chosen, "select_by": select_by, "validation": results["validation"],
                                           "thresholds": thresholds, "calibration": calibration,
                                           "tests": {d: {n: r["summary"] for n, r in res.items()}
                                                     for d, res in results["tests"].items()}})

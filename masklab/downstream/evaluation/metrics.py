@@ -45,14 +45,14 @@ def threshold_for_fpr(y_val: np.ndarray, score_val: np.ndarray, target_fpr: floa
 def rates_at_val_thresholds(y: np.ndarray, score: np.ndarray, y_val: np.ndarray, score_val: np.ndarray,
                             target_tpr: float = 0.95, target_fpr: float = 0.0) -> dict:
     """Test FPR/TPR at thresholds chosen on validation scores: for `target_tpr` (keys
-    fpr/tpr_at_val_threshold) and, when > 0, for `target_fpr` (keys ..._at_target_fpr)."""
+    fpr/tpr_at_target_tpr_threshold) and, when > 0, for `target_fpr` (keys ..._at_target_fpr_threshold)."""
     out = {}
     if target_tpr:
         r = rates_at_threshold(y, score, threshold_for_tpr(y_val, score_val, target_tpr))
-        out["fpr_at_val_threshold"], out["tpr_at_val_threshold"] = r["fpr"], r["tpr"]
+        out["fpr_at_target_tpr_threshold"], out["tpr_at_target_tpr_threshold"] = r["fpr"], r["tpr"]
     if target_fpr:
         r = rates_at_threshold(y, score, threshold_for_fpr(y_val, score_val, target_fpr))
-        out["fpr_at_target_fpr"], out["tpr_at_target_fpr"] = r["fpr"], r["tpr"]
+        out["fpr_at_target_fpr_threshold"], out["tpr_at_target_fpr_threshold"] = r["fpr"], r["tpr"]
     return out
 
 

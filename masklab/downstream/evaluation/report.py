@@ -22,8 +22,11 @@ from masklab.errors import MaskLabError
 
 log = logging.getLogger("masklab.downstream")
 COLUMNS = [("accuracy", "Acc"), ("precision", "Prec"), ("recall", "Rec"), ("f1", "F1"), ("roc_auc", "ROC-AUC"),
-           ("pr_auc", "PR-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("fpr_at_val_threshold", "FPR@val-thr"),
-           ("fpr_at_target_fpr", "FPR@target"), ("tpr_at_target_fpr", "TPR@target")]
+           ("pr_auc", "PR-AUC"), ("tpr_at_1pct_fpr", "TPR@1%FPR"), ("fpr_at_target_tpr_threshold", "FPR@TPR-target thr"),
+           ("fpr_at_target_fpr_threshold", "FPR@FPR-target thr"), ("tpr_at_target_fpr_threshold", "TPR@FPR-target thr")]
+# run directories written before the threshold columns were named after their threshold
+LEGACY = {"fpr_at_val_threshold": "fpr_at_target_tpr_threshold", "tpr_at_val_threshold": "tpr_at_target_tpr_threshold",
+          "fpr_at_target_fpr": "fpr_at_target_fpr_threshold", "tpr_at_target_fpr": "tpr_at_target_fpr_threshold"}
 
 
 @dataclass
@@ -53,10 +56,12 @@ def load_runs(dirs: Sequence[str | Path], classifiers: Optional[Sequence[str]] =
         for name, r in res["results"].items():
             if classifiers and name not in classifiers:
                 continue
+            summary = {LEGACY.get(k, k): v for k, v in r.get("summary", {}).items()}
             runs.append(Run(f"{d.name}:{name}", y, np.asarray(r["oof"]["score"], dtype=np.float64),
-                            [r_["text"] for r_ in rows], cols, r.get("summary", {}), r.get("ci", {}),
+                            [r_["text"] for r_ in rows], cols, summary, r.get("ci", {}),
                             {"kind": res.get("kind"), "source": res.get("source"), "encoder": res.get("encoder", {}),
-                             "seconds": r.get("seconds"), "label_names": names}, d))
+                             "seconds": r.get("seconds"), "label_names": names,
+                             "operating_point": (r.get("thresholds") or {}).get("operating_point")}, d))
     if not runs:
         raise MaskLabError("no runs to report" + (f" (none of the classifiers {list(classifiers)})" if classifiers else ""))
     return runs
@@ -85,6 +90,22 @@ def metrics_table(runs: list[Run]) -> list[str]:
         ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–"
         lines.append(f"| {r.label} | {r.info.get('source')} | {enc_s} | {len(r.y)} | "
                      + " | ".join(_fmt(r.summary.get(k)) for k, _ in COLUMNS) + f" | {ci_s} |")
+    return lines
+
+
+def operating_points(runs: list[Run]) -> list[str]:
+    """The evidence behind each run's target-FPR threshold (runs that chose one)."""
+    from masklab.downstream.evaluation.operating import MIN_BEYOND
+
+    ops = [(r, r.info.get("operating_point")) for r in runs]
+    ops = [(r, op) for r, op in ops if op and op.get("target_fpr") and op.get("n_benign")]
+    if not ops:
+        return []
+    lines = ["| run | threshold | target FPR | set on | benign rows | beyond it | FPR upper 95% |", "|---|---|---|---|---|---|---|"]
+    for r, op in ops:
+        weak = " (fewer than %d: weak)" % MIN_BEYOND if op["n_beyond"] < MIN_BEYOND else ""
+        lines.append(f"| {r.label} | {op['threshold']:.4f} | {op['target_fpr']:g} | {_cell(op['chosen_on'], 60)} | "
+                     f"{op['n_benign']} | {op['n_beyond']}{weak} | {op['fpr_upper95']:.4f} |")
     return lines
 
 
@@ -229,14 +250,20 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, latency: b
         md = [f"# {title}", "", f"{len(runs)} run(s). Scores are {kind} log-odds (threshold 0). Cross-validation "
               "runs: mean ± sd over folds × seeds, CI from a seeded bootstrap of the pooled out-of-fold scores; "
               "train/val/test and fine-tune runs: one value per test set, CI from a bootstrap of its scores. "
-              "FPR@val-thr / FPR@target: benign false-positive rate at the threshold chosen on validation data "
-              "only (for the target TPR / the target FPR).", "", "## Metrics", "", *metrics_table(runs), "",
+              "FPR@TPR-target thr / FPR@FPR-target thr: benign false-positive rate at the threshold chosen on "
+              "validation data only for the target TPR (e.g. 95%) / for the target FPR; TPR@FPR-target thr: the "
+              "malicious rows caught at the latter.", "", "## Metrics", "", *metrics_table(runs), "",
               "## Plots", "", *[f"![{f}]({f})" for f in files], ""]
         if lat:
             md += ["## Latency (ms per prompt, text -> embedding -> score)", "",
                    "| bundle | single p50 | single p95 | batched p50 | batched p95 |", "|---|---|---|---|---|"]
             md += [f"| {k} | {v['single_p50_ms']:.1f} | {v['single_p95_ms']:.1f} | {v['batched_p50_ms']:.2f} | "
                    f"{v['batched_p95_ms']:.2f} |" for k, v in lat.items()] + [""]
+        ops = operating_points(runs)
+        if ops:
+            md += ["## Operating points", "", "Each target-FPR threshold with the benign rows it was set on, how many "
+                   "lie beyond it, and the exact one-sided Clopper-Pearson 95% upper bound on the FPR they imply "
+                   "(about 10 / target benign rows are needed for 10 beyond it).", "", *ops, ""]
         lang = per_language(runs)
         if lang:
             md += ["## Per language", "", *lang]

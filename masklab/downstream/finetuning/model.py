@@ -9,6 +9,7 @@ Source: an HF encoder directory, or our checkpoint (exported first with
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -19,11 +20,15 @@ import torch.nn as nn
 from masklab.downstream.run_files import read_json, write_json
 from masklab.errors import MaskLabError
 
+log = logging.getLogger("masklab.downstream")
+
 
 @dataclass
 class FinetuneConfig:
-    pooling: str = "cls"  # cls | mean
-    epochs: int = 10
+    # None: what `embed` uses for the source: a sentence-transformers dir's own pooling (cls/mean),
+    # else mean (see source_defaults)
+    pooling: Optional[str] = None  # cls | mean
+    epochs: int = 3
     lr: float = 5e-5
     batch_size: int = 16
     warmup_ratio: float = 0.1
@@ -31,7 +36,8 @@ class FinetuneConfig:
     patience: int = 2  # epochs without validation-loss improvement before stopping
     val_fraction: float = 0.2
     test_fraction: float = 0.2
-    max_length: Optional[int] = None  # None: the model's own limit (max positions / tokenizer max)
+    # None: the sentence-transformers max_seq_length (as `embed`), else the model's own limit
+    max_length: Optional[int] = None
     max_steps: int = 0  # 0 = no cap (tests use a small cap)
     seed: int = 0
     device: Optional[str] = None
@@ -49,12 +55,16 @@ class FinetuneConfig:
     # (0: threshold 0); `finetune` writes the chosen value into `threshold`, `predict` uses it
     target_fpr: float = 0.01
     threshold: float = 0.0
+    # the evidence for `threshold` (downstream.evaluation.operating.point: set, n_benign, n_beyond,
+    # fpr_upper95) and Platt calibration fitted on the validation scores; None in older saves
+    operating_point: Optional[dict] = None
+    calibration: Optional[dict] = None
 
 
 def check_config(cfg: FinetuneConfig) -> None:
     """Settings that would fail late (after minutes of training) fail here, by name."""
     bad = []
-    if cfg.pooling not in ("cls", "mean"):
+    if cfg.pooling not in (None, "cls", "mean"):
         bad.append(f"pooling must be cls or mean, not '{cfg.pooling}'")
     if cfg.long not in ("truncate", "chunk"):
         bad.append(f"long must be truncate or chunk, not '{cfg.long}'")
@@ -97,6 +107,41 @@ def source_hf_dir(model_path: str | Path, workdir: Path) -> Path:
     return Path(export_hf(model_path, workdir / "source_hf"))
 
 
+def source_defaults(hf_dir: Path, cfg: FinetuneConfig) -> FinetuneConfig:
+    """cfg with pooling / max_length left at None filled in as `embed` does for the same source:
+    a sentence-transformers directory's pooling (mean for all-MiniLM-L6-v2) and max_seq_length
+    (256 there); otherwise mean pooling and the model's maximum (resolve_max_length)."""
+    from masklab.downstream.encoders.source import sentence_transformers_settings
+
+    st = sentence_transformers_settings(hf_dir) if cfg.pooling is None or cfg.max_length is None else {}
+    pooling = cfg.pooling or (st.get("pooling") if st.get("pooling") in ("cls", "mean") else "mean")
+    return replace(cfg, pooling=pooling, max_length=cfg.max_length or st.get("max_length"))
+
+
+def _quiet_load(load):
+    """Run an HF from_pretrained call without its load-report table (expected for a new head:
+    the pretraining head's weights are unused, the classifier's are new) -> (model, info)."""
+    from transformers.utils import logging as hf_logging
+
+    prev = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return load()
+    finally:
+        hf_logging.set_verbosity(prev)
+
+
+def _report_head(info: dict, hf_dir: Path) -> None:
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    body = [k for k in missing if not any(h in k for h in ("classifier.", "pooler."))]
+    if body:  # encoder weights absent from the source: not the expected new-head case
+        log.warning("%s: %d encoder weights were not in the source and are freshly initialised: %s", hf_dir,
+                    len(body), ", ".join(body[:8]) + (" ..." if len(body) > 8 else ""))
+    log.info("new classification head initialised (%d weights)%s", len(missing) - len(body),
+             f"; {len(unexpected)} pretraining-head weights unused" if unexpected else "")
+
+
 def build(hf_dir: Path, pooling: str, seed: int):
     """-> (model producing [B, 2] logits, HF tokenizer)."""
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
@@ -109,9 +154,14 @@ def build(hf_dir: Path, pooling: str, seed: int):
     torch.manual_seed(seed)  # the new head's initialisation
     tok = AutoTokenizer.from_pretrained(hf_dir)
     if pooling == "cls":
-        model = AutoModelForSequenceClassification.from_pretrained(hf_dir, num_labels=2, use_safetensors=True)
+        model, info = _quiet_load(lambda: AutoModelForSequenceClassification.from_pretrained(
+            hf_dir, num_labels=2, use_safetensors=True, output_loading_info=True))
     else:
-        model = MeanPoolClassifier(AutoModel.from_pretrained(hf_dir, use_safetensors=True))
+        enc, info = _quiet_load(lambda: AutoModel.from_pretrained(hf_dir, use_safetensors=True,
+                                                                  output_loading_info=True))
+        model = MeanPoolClassifier(enc)
+        info = {**info, "missing_keys": [*info.get("missing_keys", []), "classifier.weight", "classifier.bias"]}
+    _report_head(info, hf_dir)
     return model, tok
 
 
@@ -135,10 +185,10 @@ def load_finetuned(path: str | Path):
     p = Path(path)
     cfg = FinetuneConfig(**read_json(p / "masklab_finetune.json"))
     if cfg.pooling == "mean":
-        model = MeanPoolClassifier(AutoModel.from_pretrained(p))
+        model = MeanPoolClassifier(_quiet_load(lambda: AutoModel.from_pretrained(p, use_safetensors=True)))
         model.classifier.load_state_dict(load_file(str(p / "head.safetensors")))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(p)
+        model = _quiet_load(lambda: AutoModelForSequenceClassification.from_pretrained(p, use_safetensors=True))
     return model.eval(), AutoTokenizer.from_pretrained(p), cfg
 
 

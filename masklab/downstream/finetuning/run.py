@@ -14,7 +14,7 @@ import numpy as np
 
 from masklab.downstream.evaluation import metrics as M
 from masklab.downstream.finetuning.model import (FinetuneConfig, build, check_config, resolve_max_length, save,
-                                               source_hf_dir)
+                                                 source_defaults, source_hf_dir)
 from masklab.downstream.finetuning.training import predict_logodds, train
 from masklab.downstream.run_files import atomic_dir, write_json, write_run
 from masklab.errors import MaskLabError
@@ -55,23 +55,45 @@ def _augment(train, val, cfg: FinetuneConfig) -> tuple:
     return carried(train, spec, True, 0, paras), carried(val, spec, True, 1, paras)
 
 
-def _test_result(t, s: np.ndarray, threshold: float, seed: int) -> tuple[dict, dict]:
+def _test_result(t, s: np.ndarray, threshold: float, seed: int, op: Optional[dict] = None) -> tuple[dict, dict]:
     m = M.binary_metrics(t.labels, s, threshold)
     r = M.rates_at_threshold(t.labels, s, threshold)
-    m["fpr_at_target_fpr"], m["tpr_at_target_fpr"] = r["fpr"], r["tpr"]
+    m["fpr_at_target_fpr_threshold"], m["tpr_at_target_fpr_threshold"] = r["fpr"], r["tpr"]
     return m, {"summary": {k: M.summarize([v]) for k, v in m.items()},
                "ci": M.bootstrap_ci(t.labels, s, threshold, n=500, seed=seed),
                "oof": {"seed": seed, "score": s}, "confusion": M.confusion(t.labels, (s >= threshold).astype(int)),
-               "thresholds": {"target_fpr": threshold}}
+               "thresholds": {"target_fpr": threshold, "operating_point": op}}
+
+
+def _operating_point(model, tok, cfg: FinetuneConfig, val, threshold_texts, threshold_source: str) -> FinetuneConfig:
+    """cfg with the calibration (Platt on validation scores), the threshold for cfg.target_fpr (on
+    `threshold_texts`, benign rows kept for it, else on validation's benign rows) and its evidence."""
+    from masklab.downstream.classifiers.calibration import fit_calibration
+    from masklab.downstream.evaluation import operating as OP
+
+    s_val = predict_logodds(model, tok, val.texts, cfg) if len(val) else np.zeros(0)
+    cal = fit_calibration("platt", val.labels, s_val) if len(np.unique(val.labels)) == 2 else None
+    if not cfg.target_fpr:
+        op = OP.default_point()
+    elif threshold_texts is not None:
+        op = OP.choose(None, predict_logodds(model, tok, list(threshold_texts), cfg), cfg.target_fpr, threshold_source)
+    elif len(val) and (val.labels == 0).any():
+        op = OP.choose(val.labels, s_val, cfg.target_fpr, f"validation ({val.source})")
+    else:
+        op = OP.default_point()
+    return replace(cfg, threshold=op["threshold"], operating_point=op, calibration=cal)
 
 
 def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneConfig = FinetuneConfig(),
-             val_data=None, test_data: Sequence = (), group_column: Optional[str] = None) -> dict:
+             val_data=None, test_data: Sequence = (), group_column: Optional[str] = None,
+             threshold_texts: Optional[Sequence[str]] = None, threshold_source: str = "--threshold-data") -> dict:
     """Fine-tune on `data` (LabelledData), early-stopping on `val_data` or a stratified hold-out
     (grouped by `group_column`), score every `test_data` set (or a `test_fraction` hold-out; none
     with 0). Saves atomically: out_dir/model (HF directory, see module doc), out_dir/finetune.json
     (config, history, sizes) and one run directory per test set (out_dir itself for the hold-out).
-    -> {history, tests: {name: metrics}, model_dir}."""
+    The threshold for cfg.target_fpr is set on `threshold_texts` (benign rows used for nothing
+    else) when given, else on the validation benign rows, and stored with its evidence.
+    -> {history, tests: {name: metrics}, model_dir, threshold, operating_point}."""
     from masklab.downstream.data.splits import group_values
 
     check_config(cfg)
@@ -79,15 +101,16 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
     train_idx, val, tests = _sets(data, cfg, val_data, test_data, groups)
     train_set, val = _augment(data.subset(train_idx), val, cfg)
     with tempfile.TemporaryDirectory() as work, atomic_dir(out_dir) as tmp:
-        model, tok = build(source_hf_dir(model_path, Path(work)), cfg.pooling, cfg.seed)
+        hf_dir = source_hf_dir(model_path, Path(work))
+        cfg = source_defaults(hf_dir, cfg)
+        model, tok = build(hf_dir, cfg.pooling, cfg.seed)
         cfg = resolve_max_length(model, tok, cfg)
         history = train(model, tok, train_set.texts, train_set.labels, val.texts, val.labels, cfg)
-        if cfg.target_fpr and len(val):
-            cfg = replace(cfg, threshold=M.threshold_for_fpr(val.labels, predict_logodds(model, tok, val.texts, cfg),
-                                                             cfg.target_fpr))
+        cfg = _operating_point(model, tok, cfg, val, threshold_texts, threshold_source)
         name, summary = f"finetune_{cfg.pooling}", {}
         for tname, t in tests:
-            summary[tname], results = _test_result(t, predict_logodds(model, tok, t.texts, cfg), cfg.threshold, cfg.seed)
+            summary[tname], results = _test_result(t, predict_logodds(model, tok, t.texts, cfg), cfg.threshold, cfg.seed,
+                                                   cfg.operating_point)
             write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
                       {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, {name: results},
                       t.labels, t.to_records(), config=asdict(cfg), history=history,
@@ -97,7 +120,7 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
                                            "sizes": {"train": len(train_set), "val": len(val),
                                                      **{n: len(t) for n, t in tests}}, "group_column": group_column})
     return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model"),
-            "threshold": cfg.threshold}
+            "threshold": cfg.threshold, "operating_point": cfg.operating_point}
 
 
 class _Finetuned:
@@ -118,6 +141,7 @@ def finetune_cv(model_path: str | Path, data, folds: int = 5, seeds: Sequence[in
 
     with tempfile.TemporaryDirectory() as work:
         hf_dir = source_hf_dir(model_path, Path(work))
+        cfg = source_defaults(hf_dir, cfg)
 
         def fit_fn(_name, texts, y, seed):
             from masklab.downstream.data.splits import split_indices

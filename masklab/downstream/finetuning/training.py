@@ -4,7 +4,7 @@ logit[1] - logit[0]."""
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -75,8 +75,47 @@ def _eval_loss(model, tok, texts, y, cfg) -> float:
     return float(F.binary_cross_entropy_with_logits(s, torch.from_numpy(y).double()))
 
 
+class _Progress:
+    """Step and ETA across the whole run, updated every batch: a tqdm bar on a terminal, else a log
+    line at most every `every_s` seconds (and at the last step) with epoch, step/total, loss, ETA."""
+
+    def __init__(self, total: int, every_s: float = 30.0, tty: Optional[bool] = None):
+        import sys
+        import time
+
+        self.total, self.every, self.step, self.t0, self.last = total, every_s, 0, time.time(), time.time()
+        self.bar = None
+        if sys.stderr.isatty() if tty is None else tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True)
+
+    def update(self, epoch: int, epochs: int, loss: float) -> None:
+        import time
+
+        from masklab.pretrain.loop.progress import _duration
+
+        self.step += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}, loss {loss:.4f}")
+            return
+        now = time.time()
+        if now - self.last < self.every and self.step < self.total:
+            return
+        self.last = now
+        eta = (now - self.t0) / self.step * (self.total - self.step) if self.step else float("nan")
+        log.info("finetune epoch %d/%d, step %d/%d (%.0f%%): loss %.4f, %.2f s/step, eta %s", epoch + 1, epochs,
+                 self.step, self.total, 100 * self.step / max(self.total, 1), loss,
+                 (now - self.t0) / max(self.step, 1), _duration(eta))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def train(model, tok, texts: Sequence[str], y: np.ndarray, val_texts: Sequence[str], val_y: np.ndarray,
-          cfg: FinetuneConfig) -> list[dict]:
+          cfg: FinetuneConfig, progress: bool = True) -> list[dict]:
     """Fine-tune in place; the weights with the best validation loss are restored at the end.
     -> history: one dict per epoch (train_loss, val_loss)."""
     from transformers import get_linear_schedule_with_warmup
@@ -92,6 +131,16 @@ def train(model, tok, texts: Sequence[str], y: np.ndarray, val_texts: Sequence[s
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     g = torch.Generator().manual_seed(cfg.seed)
     labels = torch.as_tensor(y, dtype=torch.long)
+    bar = _Progress(total) if progress else None
+    try:
+        history = _epochs(model, tok, texts, labels, val_texts, val_y, cfg, opt, sched, g, device, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def _epochs(model, tok, texts, labels, val_texts, val_y, cfg, opt, sched, g, device, bar) -> list[dict]:
     best, best_state, bad, step, history = float("inf"), None, 0, 0, []
     for epoch in range(cfg.epochs):
         model.train()
@@ -107,11 +156,14 @@ def train(model, tok, texts: Sequence[str], y: np.ndarray, val_texts: Sequence[s
             sched.step()
             losses.append(float(loss.detach()))
             step += 1
+            if bar is not None:
+                bar.update(epoch, cfg.epochs, float(np.mean(losses[-20:])))
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         val_loss = _eval_loss(model, tok, val_texts, val_y, cfg) if len(val_texts) else float("nan")
         history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
-        log.info("finetune epoch %d: train loss %.4f, val loss %.4f", epoch, history[-1]["train_loss"], val_loss)
+        log.info("finetune epoch %d/%d done (step %d): train loss %.4f, val loss %.4f", epoch + 1, cfg.epochs, step,
+                 history[-1]["train_loss"], val_loss)
         if val_loss < best - 1e-4:
             best, bad = val_loss, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -1,0 +1,157 @@
+"""Names and noise, fine-tuning defaults and progress, model selection and --threshold-data in
+classify / finetune (issue 34, items 2, 4, 5)."""
+import argparse
+import json
+import logging
+import re
+
+import pytest
+
+from masklab.cli import main
+
+from .toydata import toy_rows
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("files")
+    rows = [{"id": i, "text": r["prompt"], "label": r["y"], "lang": r["lang"]} for i, r in enumerate(toy_rows(4))]
+    _write(d / "train.jsonl", [r for r in rows if r["lang"] == "de"])
+    _write(d / "val.jsonl", [r for r in rows if r["lang"] == "en"])
+    # unlabelled benign traffic for thresholds: every row counts as benign
+    _write(d / "traffic.jsonl", [{"text": f"{r['text']} today"} for r in rows if r["label"] == "benign"])
+    return d
+
+
+@pytest.mark.parametrize("stage", ["embed", "classify", "predict", "finetune", "ensemble", "carry", "report"])
+def test_help_prints_each_default_once(stage, capsys):
+    with pytest.raises(SystemExit):
+        main([stage, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for option in re.split(r" (?=--?[A-Za-z])", text):  # each option's help on its own
+        assert option.lower().count("default") <= 1, option
+
+
+def test_finetune_help_states_its_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "as `embed`" in text and "mean" in text and "256 for all-MiniLM-L6-v2" in text and "(default: 3)" in text
+
+
+def test_new_classification_head_is_one_line(tiny_bert_dir, caplog, capfd):
+    from masklab.downstream.finetuning.model import build
+
+    with caplog.at_level(logging.INFO, logger="masklab.downstream"):
+        build(tiny_bert_dir, "cls", 0)
+    out = capfd.readouterr()
+    assert "MISSING" not in out.err + out.out and "UNEXPECTED" not in out.err + out.out
+    assert "new classification head initialised (4 weights); 5 pretraining-head weights unused" in caplog.text
+
+
+def test_third_party_chatter_is_off_unless_verbose():
+    import datasets
+    import transformers
+
+    from masklab.downstream.cli import _quiet
+
+    datasets.enable_progress_bars()
+    transformers.logging.set_verbosity_warning()
+    _quiet(argparse.Namespace(verbose=True))
+    assert datasets.is_progress_bar_enabled()
+    _quiet(argparse.Namespace(verbose=False))
+    assert not datasets.is_progress_bar_enabled() and transformers.logging.get_verbosity() == logging.ERROR
+    datasets.enable_progress_bars()
+    transformers.logging.set_verbosity_warning()
+
+
+def test_progress_log_lines_when_not_a_tty(caplog):
+    from masklab.downstream.finetuning.training import _Progress
+
+    p = _Progress(total=4, every_s=3600, tty=False)
+    with caplog.at_level(logging.INFO, logger="masklab.downstream"):
+        for _ in range(4):
+            p.update(0, 2, 0.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "epoch 1/2, step 4/4 (100%)" in lines[0] and "eta 0m00s" in lines[0]
+
+
+def test_finetune_defaults_follow_embed(tiny_bert_dir, tmp_path):
+    """A sentence-transformers directory's pooling and max_seq_length, as `embed` reads them."""
+    import shutil
+
+    from masklab.downstream.finetuning.model import FinetuneConfig, source_defaults
+
+    d = tmp_path / "st"
+    shutil.copytree(tiny_bert_dir, d)
+    (d / "modules.json").write_text(json.dumps([{"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+                                                {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (d / "1_Pooling").mkdir()
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 16}))
+    got = source_defaults(d, FinetuneConfig())
+    assert (got.pooling, got.max_length) == ("cls", 16)
+    assert (source_defaults(d, FinetuneConfig(pooling="mean", max_length=8)).pooling, 8) == ("mean", 8)
+    plain = source_defaults(tiny_bert_dir, FinetuneConfig())
+    assert (plain.pooling, plain.max_length) == ("mean", None)  # None: the model's maximum, later
+
+
+def test_finetune_threshold_data_and_progress(tiny_bert_dir, files, tmp_path, caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="masklab.downstream"):
+        rc = main(["finetune", "--model", str(tiny_bert_dir), "--data", str(files / "train.jsonl"),
+                   "--val-data", str(files / "val.jsonl"), "--test-fraction", "0", "--epochs", "1", "--max-steps",
+                   "2", "--batch-size", "8", "--max-length", "32", "--target-fpr", "0.25",
+                   "--threshold-data", str(files / "traffic.jsonl"), "--out", str(tmp_path / "ft")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "for 0.25 FPR, set on --threshold-data" in out and "6 of 24 benign rows beyond it" in out
+    assert "finetune epoch 1/1, step 2/2 (100%)" in caplog.text
+    saved = json.loads((tmp_path / "ft" / "model" / "masklab_finetune.json").read_text())
+    assert saved["pooling"] == "mean" and saved["operating_point"]["chosen_on"].startswith("--threshold-data")
+    assert saved["threshold"] == saved["operating_point"]["threshold"] and saved["operating_point"]["n_benign"] == 24
+
+
+def test_classify_threshold_data_and_select_by(files, tmp_path, capsys):
+    rc = main(["classify", "--train", str(files / "train.jsonl"), "--val", str(files / "val.jsonl"), "--test",
+               str(files / "val.jsonl"), "--classifiers", "tfidf", "--threshold-data", str(files / "traffic.jsonl"),
+               "--select-by", "tpr_at_fpr", "--target-fpr", "0.25", "--bootstrap", "0", "--out", str(tmp_path / "c")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "validation table (--select-by tpr_at_fpr)" in out and "* tfidf" in out
+    assert "fpr_at_target_fpr_threshold" in out and "fpr_at_val_threshold" not in out
+    assert "set on --threshold-data" in out and "6 of 24 benign rows beyond it" in out and "[WEAK" in out
+    info = json.loads((tmp_path / "c" / "bundle" / "bundle.json").read_text())
+    assert info["operating_point"]["chosen_on"].startswith("--threshold-data") and info["select_by"] == "tpr_at_fpr"
+    assert info["threshold"] == info["operating_point"]["threshold"]
+
+
+def test_select_by_changes_the_choice():
+    from masklab.downstream.evaluation.selection import select, selection_table
+
+    s = lambda v: {"mean": v}  # noqa: E731
+    table = {"tfidf": {"roc_auc": s(1.0), "tpr_at_target_fpr_threshold": s(0.4)},
+             "lr": {"roc_auc": s(0.95), "tpr_at_target_fpr_threshold": s(0.7)}}
+    assert select(table, "auc") == "tfidf" and select(table, "tpr_at_fpr") == "lr"
+    assert "* lr" in selection_table(table, "lr", "tpr_at_fpr")
+
+
+def test_embed_hides_datasets_generating_split_unless_verbose(tiny_bert_dir, tmp_path, capfd):
+    import uuid
+
+    import datasets
+
+    for verbose in (True, False):
+        datasets.enable_progress_bars()  # as a fresh process has it
+        f = _write(tmp_path / f"{verbose}.jsonl", [{"text": f"{uuid.uuid4()} text {i}", "label": i % 2} for i in range(4)])
+        args = ["embed", "--model", str(tiny_bert_dir), "--data", str(f), "--out", str(tmp_path / f"e{verbose}"),
+                "--no-progress"] + (["--verbose"] if verbose else [])
+        assert main(args) == 0
+        err = capfd.readouterr().err
+        assert ("Generating train split" in err) == verbose, err[-500:]
+    datasets.enable_progress_bars()
