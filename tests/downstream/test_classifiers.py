@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from masklab.downstream.classifiers.bundle import load_bundle, save_bundle
 from masklab.downstream.classifiers.models import Settings, cross_validate, make_classifier, scores, stratified_folds
 from masklab.errors import DataError
 

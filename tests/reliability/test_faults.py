@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from masklab.config import load_config
-from masklab.errors import CheckpointError, MaskLabError
+from masklab.errors import MaskLabError
 from masklab.pretrain.checkpoint.store import list_checkpoints
 from masklab.pretrain.loop.train import train
 from tests.conftest import TINY

@@ -1,7 +1,6 @@
 """On a real local Slurm cluster (2 emulated nodes): sbatch DDP and DeepSpeed jobs, pre-emption + requeue."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
