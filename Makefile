@@ -43,13 +43,16 @@ test-gpu:
 	bash benchmarks/gpu_first.sh
 
 # the wheels that travel with the checkout (git-ignored; `carry: ["gpu_wheels"]`)
-gpu-wheels:
+gpu-wheels: gpu_wheels/.done
+
+gpu_wheels/.done:
 	$(PYTHON) -m pip download -q --python-version 3.12 --only-binary=:all: --no-deps -d gpu_wheels $(GPU_CARRIED)
+	touch $@
 
 # the device's stack on CPU, for `bash benchmarks/gpu_first.sh --dry-run` (tests/benchmarks/test_gpu_first.py)
 gpu-rehearsal-venv: $(GPU_VENV)/.built
 
-$(GPU_VENV)/.built: Makefile
+$(GPU_VENV)/.built:  # cached: `make clean` rebuilds it
 	rm -rf $(GPU_VENV)
 	$(GPU_PYTHON) -m venv $(GPU_VENV)
 	$(GPU_VENV)/bin/pip install -q $(TORCH_PIN) $(GPU_IMAGE_PINS) "numpy==$(GPU_NUMPY)"

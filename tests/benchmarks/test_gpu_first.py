@@ -43,7 +43,7 @@ def test_preflight_failure_exits_3_and_keeps_its_files(tmp_path):
     wrote stays under $OUT (before, logs lived in a temp dir the exit trap deleted)."""
     out = tmp_path / "out"
     r = subprocess.run(["bash", "benchmarks/gpu_first.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env=_env(out, sys.executable, PYTHONPATH=str(ROOT)))
+                       env=_env(out, sys.executable, PYTHONPATH=str(ROOT), GPU_FIRST_SCALE="6"))  # a loaded CI box
     assert r.returncode == 3, r.stdout + r.stderr
     assert "preflight FAILED" in r.stdout and "sees no CUDA device" in r.stdout
     assert all((out / f).is_file() for f in FILES)
