@@ -57,6 +57,13 @@ class Report:
             f.write("\n".join(lines) + "\n")
 
 
+def interpreter_gap(e: Exception, dry: bool) -> bool:
+    """A dry run on an older Triton's interpreter (the device's 3.6.0 in the rehearsal venv): its `range()`
+    over a loaded length fails under numpy 2.x ("only 0-dimensional arrays ..."). The device runs the
+    kernels compiled, where this cannot happen; the dry run records the row and goes on."""
+    return dry and type(e).__name__ == "InterpreterError" and "0-dimensional" in str(e)
+
+
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -141,7 +148,14 @@ def smoke(args) -> int:
         for D in ([32] if args.dry_run else [64, 128]):
             q, k, v, cu, L = pack([5, 64, 130] if not args.dry_run else [5, 40], 2, D, dtype, dev)
             t = time.perf_counter()
-            out = kernels.varlen_attention(q, k, v, cu, cu, L, L, backend="triton")
+            try:
+                out = kernels.varlen_attention(q, k, v, cu, cu, L, L, backend="triton")
+            except Exception as e:  # noqa: BLE001
+                if not interpreter_gap(e, args.dry_run):
+                    raise
+                rows.append(rep.row(op="varlen_attention fwd+bwd", dtype=str(dtype)[6:], head_dim=D, first_call_s="",
+                                    max_abs_err="", grad_max_abs_err="", ok=None, note=f"interpreter: {e}"[:200]))
+                continue
             grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
             sync(dev)
             first_s = time.perf_counter() - t
@@ -163,23 +177,29 @@ def smoke(args) -> int:
     pos = torch.randperm(T, generator=g)[:M].to(dev)
     lab = torch.randint(0, V, (M,), generator=g).to(dev)
     t = time.perf_counter()
-    lt, _ = kernels.masked_token_loss(h, pos, lab, *params, backend="triton")
-    sync(dev)
-    first_s = time.perf_counter() - t
-    lr, _ = kernels.masked_token_loss(h.float(), pos, lab, *[p.float() for p in params], backend="torch")
-    rel = float((lt.float() - lr).abs() / lr.abs())
-    rows.append(rep.row(op="masked_token_loss", dtype=str(dt)[6:], head_dim="", first_call_s=first_s,
-                        max_abs_err=rel, grad_max_abs_err="", ok=rel < 2e-2))
-    bad += rel >= 2e-2
+    try:
+        lt, _ = kernels.masked_token_loss(h, pos, lab, *params, backend="triton")
+        sync(dev)
+        first_s = time.perf_counter() - t
+        lr, _ = kernels.masked_token_loss(h.float(), pos, lab, *[p.float() for p in params], backend="torch")
+        rel = float((lt.float() - lr).abs() / lr.abs())
+        rows.append(rep.row(op="masked_token_loss", dtype=str(dt)[6:], head_dim="", first_call_s=first_s,
+                            max_abs_err=rel, grad_max_abs_err="", ok=rel < 2e-2))
+        bad += rel >= 2e-2
+    except Exception as e:  # noqa: BLE001
+        if not interpreter_gap(e, args.dry_run):
+            raise
+        rows.append(rep.row(op="masked_token_loss", dtype=str(dt)[6:], head_dim="", first_call_s="", max_abs_err="",
+                            grad_max_abs_err="", ok=None, note=f"interpreter: {e}"[:200]))
     idx = torch.randint(0, T, (M,), generator=g).to(dev)
     same = torch.equal(kernels.gather_rows(h, idx, backend="triton"), h[idx])
     rows.append(rep.row(op="gather_rows", dtype=str(dt)[6:], head_dim="", first_call_s="", max_abs_err=0 if same else 1,
                         grad_max_abs_err="", ok=same))
     bad += not same
     rep.table("Compiled kernel smoke" + (" (DRY RUN: CPU interpreter)" if args.dry_run else ""),
-              ["op", "dtype", "head dim", "first call s", "max err", "grad max err", "ok"],
+              ["op", "dtype", "head dim", "first call s", "max err", "grad max err", "ok", "note"],
               [[r["op"], r["dtype"], r["head_dim"], _f(r["first_call_s"]), _f(r["max_abs_err"]),
-                _f(r["grad_max_abs_err"]), r["ok"]] for r in rows])
+                _f(r["grad_max_abs_err"]), r["ok"], r.get("note", "")] for r in rows])
     return 1 if bad else 0
 
 
@@ -216,7 +236,7 @@ def timings(args) -> int:
     def add(**r):
         rows.append(rep.row(**r))
         rep.line([r["op"], r["L"], r["sequences"], r["tokens"], r["system"], f"{r['ms']:.3f}", f"{r['peak_mib']:.0f}",
-                  r.get("error", "")])
+                  r.get("error", r.get("note", ""))])
 
     for L in ((16,) if args.dry_run else (128, 512, 1024)):
         n_seq = 2 if args.dry_run else max(8, 65536 // L)
@@ -233,8 +253,9 @@ def timings(args) -> int:
                 ms, mib = timed(lambda fn=fn: torch.autograd.grad(fn(), (q, k, v), g), dev, warm, reps)
                 add(op="attention fwd+bwd", L=L, sequences=n_seq, tokens=sum(lens), system=name, ms=ms, peak_mib=mib)
             except Exception as e:  # noqa: BLE001 - one failing system must not lose the others' numbers
+                kind = "note" if interpreter_gap(e, args.dry_run) else "error"
                 add(op="attention fwd+bwd", L=L, sequences=n_seq, tokens=sum(lens), system=name, ms=float("nan"),
-                    peak_mib=float("nan"), error=f"{type(e).__name__}: {e}"[:300])
+                    peak_mib=float("nan"), **{kind: f"{type(e).__name__}: {e}"[:300]})
     T, Dm, V, M = (256, 64, 1000, 40) if args.dry_run else (16384, 768, 30522, 2458)
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(T, Dm, generator=gen).to(dev, dtype).requires_grad_()
@@ -254,7 +275,13 @@ def timings(args) -> int:
         return torch.autograd.grad(loss, [h, *params])
 
     for name, fn in (("fused (Triton)", fused), ("materialised logits", materialised)):
-        ms, mib = timed(fn, dev, warm, reps)
+        try:
+            ms, mib = timed(fn, dev, warm, reps)
+        except Exception as e:  # noqa: BLE001
+            kind = "note" if interpreter_gap(e, args.dry_run) else "error"
+            add(op="MLM loss fwd+bwd", L="", sequences="", tokens=T, system=name, ms=float("nan"),
+                peak_mib=float("nan"), **{kind: f"{type(e).__name__}: {e}"[:300]})
+            continue
         add(op="MLM loss fwd+bwd", L="", sequences="", tokens=T, system=f"{name}, V={V}, M={M}", ms=ms, peak_mib=mib)
     return 1 if any("error" in r for r in rows) else 0
 
