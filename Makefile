@@ -34,8 +34,8 @@ $(VENV)/.installed: setup.py
 smoke: install
 	$(BIN)/masklab smoke --out $(OUT)
 
-test: install gpu-wheels
-	-$(MAKE) gpu-rehearsal-venv  # tests/benchmarks/test_gpu_first.py skips without it, except under CI=true
+test: install
+	-$(MAKE) gpu-wheels gpu-rehearsal-venv  # test_gpu_first.py skips without them, except under CI=true
 	$(BIN)/python -m pytest -q -m "not gpu" tests
 
 # The one device command (README "GPU status"): on the GPU image's own python3, nothing installed.
