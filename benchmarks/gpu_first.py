@@ -381,8 +381,7 @@ def train_step(args) -> int:
         systems["HF BertForMaskedLM (SDPA, padded)"] = hf
         for name, model in systems.items():
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
-            if dev.type == "cuda":
-                torch._dynamo.utils.counters.clear()
+            torch._dynamo.utils.counters.clear()
 
             def step(ub, hf_in, model=model, opt=opt):
                 with torch.autocast(dev.type, dtype=dtype, enabled=dev.type == "cuda"):
@@ -414,7 +413,9 @@ def train_step(args) -> int:
                         times.append((dt, ub.num_tokens, step_flops(cfg.model, vocab, seq, ub.num_predictions)))
                 tps = float(np.median([n / t for t, n, _ in times]))
                 fps = float(np.median([f / t for t, _, f in times]))
-                breaks = sum(torch._dynamo.utils.counters["graph_break"].values()) if "compiled" in name else ""
+                c = torch._dynamo.utils.counters
+                breaks = (f'{sum(c["graph_break"].values())} breaks, {c["stats"]["unique_graphs"]} graphs'
+                          if "compiled" in name else "")  # graphs > 1 per shape bucket: recompiles (log.txt)
                 add(op="BERT training step", L=L, sequences=n_seq, system=name, tokens_per_s=tps,
                     step_ms=float(np.median([t for t, _, _ in times])) * 1e3, first_step_s=t_first,
                     mfu_measured=fps / measured, mfu_spec=fps / spec if spec else None, host_syncs=syncs,
