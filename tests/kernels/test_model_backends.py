@@ -79,6 +79,6 @@ def test_model_level_comparison_sees_set_backend_and_catches_a_broken_triton(pre
     monkeypatch.setattr(TA, "varlen_attention_triton", counted)
     assert_runs_agree(model_runs(model, batch), rtol=1e-4, grad_rtol=1e-3)
     assert calls, "the Triton attention never ran"
-    monkeypatch.setattr(TA, "varlen_attention_triton", lambda *a, **k: real(*a, **k) * 1.05)  # broken on purpose
+    monkeypatch.setattr(TA, "varlen_attention_triton", lambda *a, **k: real(*a, **k) * 1.2)  # broken on purpose
     with pytest.raises(AssertionError, match="torch vs triton differ"):
         assert_runs_agree(model_runs(model, batch), rtol=1e-4, grad_rtol=5e-2)  # the GPU test's grad limit
