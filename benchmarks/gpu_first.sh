@@ -7,10 +7,10 @@
 # Every stage runs under its own `timeout` and appends to $OUT/summary.md and $OUT/results.jsonl when it
 # ends; the whole output is tee'd to $OUT/log.txt. Nothing under $OUT is ever deleted.
 #   preflight (30 s, exit 3)  nvidia-smi, versions, CUDA, interpreter off, masklab importable
-#   1 smoke (45 s)            compiled Triton kernels once vs torch
+#   1 smoke (40 s)            compiled Triton kernels once vs torch
 #   2 correctness (150 s)     pytest -m gpu tests/gpu, interpreter asserted off (pinned rows, NaN poison, ...)
 #   3 timings (60 s)          attention vs padded SDPA / flash_attn at L=128/512/1024; fused loss vs logits
-#   4 train (90 s)            BERT-base bf16 step: eager, compiled, HF SDPA; MFU; host syncs
+#   4 train (100 s)           BERT-base bf16 step: eager, compiled, HF SDPA; MFU; host syncs
 #   5 smoke training (rest)   30 steps end to end, if at least 30 s of the 420 s are left
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +65,7 @@ run_all() {
             "$( [ $rc -eq 124 ] && echo ': TIMED OUT' )" >> "$OUT/summary.md"
         [ $rc -eq 0 ] || failed+=("$name")
     }
-    stage smoke 45 $PY -m benchmarks.gpu_first smoke $DRY --out "$OUT"
+    stage smoke 40 $PY -m benchmarks.gpu_first smoke $DRY --out "$OUT"
     if [ -n "$DRY" ]; then  # no CUDA: the gpu tests skip; this checks they collect and import here
         stage correctness 150 $PY -m pytest -q -p no:cacheprovider -rs -m gpu tests/gpu
     else
@@ -76,7 +76,7 @@ run_all() {
     fi
     grep -E "passed|failed|skipped|error" "$OUT/log.txt" 2>/dev/null | tail -n 1 | sed 's/^/  pytest: /' >> "$OUT/summary.md"
     stage timings 60 $PY -m benchmarks.gpu_first timings $DRY --out "$OUT"
-    stage train 90 $PY -m benchmarks.gpu_first train $DRY --out "$OUT"
+    stage train 100 $PY -m benchmarks.gpu_first train $DRY --out "$OUT"
     local left=$(( BUDGET - ($(date +%s) - start) ))
     if [ $left -ge $(( 30 * SCALE )) ]; then
         stage smoke_training $(( (left < 60 * SCALE ? left : 60 * SCALE) / SCALE )) $PY -m pytest -q -p no:cacheprovider -rs -m gpu \
