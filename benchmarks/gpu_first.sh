@@ -3,7 +3,8 @@
 # checkout (PYTHONPATH, no install). Total <= 7 minutes on one H100, so one rerun fits in 15.
 #   bash benchmarks/gpu_first.sh             on the GPU machine ($OUT: the folder that comes back)
 #   bash benchmarks/gpu_first.sh --dry-run   the same stages on CPU at tiny shapes (CI: tests/benchmarks)
-# Carried (git-ignored): gpu_wheels/*.whl (`make gpu-wheels`), optionally triton_cache/ (TRITON_CACHE_DIR).
+# Carried (git-ignored): gpu_wheels/*.whl (`make gpu-wheels`), optionally triton_cache/ (TRITON_CACHE_DIR):
+# a run returns $OUT/triton_cache.tgz (when <= 15 MB); unpacked into triton_cache/ it saves a rerun compiling.
 # Every stage runs under its own `timeout` and appends to $OUT/summary.md and $OUT/results.jsonl when it
 # ends; the whole output is tee'd to $OUT/log.txt. Nothing under $OUT is ever deleted.
 #   preflight (30 s, exit 3)  nvidia-smi, versions, CUDA, interpreter off, masklab importable
@@ -38,7 +39,8 @@ run_all() {
         export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     fi
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-    if [ -d triton_cache ]; then export TRITON_CACHE_DIR="$ROOT/triton_cache"; fi
+    # compiled kernels land in triton_cache/ (carried back in, if a previous run's tarball was unpacked there)
+    export TRITON_CACHE_DIR="$ROOT/triton_cache"
     if [ -n "$DRY" ]; then
         export TRITON_INTERPRET=1  # CPU: the kernels run in Triton's interpreter
     else
@@ -83,6 +85,12 @@ run_all() {
             tests/gpu/test_gpu_kernels.py -k smoke_training
     else
         printf '\n- stage **smoke_training**: skipped (%ss of %ss left)\n' "$left" "$BUDGET" >> "$OUT/summary.md"
+    fi
+    if [ -z "$DRY" ] && [ -d triton_cache ]; then  # for a rerun: unpack into triton_cache/ and carry it
+        tar czf "$OUT/triton_cache.tgz" -C triton_cache . 2> /dev/null
+        if [ "$(stat -c %s "$OUT/triton_cache.tgz" 2> /dev/null || echo 0)" -gt 15000000 ]; then
+            rm -f "$OUT/triton_cache.tgz"; echo "triton cache over 15 MB: not returned"
+        fi
     fi
     local total=$(( $(date +%s) - start ))
     printf '\nTotal %ss (budget %ss). Failed stages: %s\n' "$total" "$BUDGET" "${failed[*]:-none}" >> "$OUT/summary.md"
