@@ -35,7 +35,7 @@ run_all() {
     # the carried wheels: installed beside the image's packages, never over them (--no-deps, --target)
     if ls gpu_wheels/*.whl > /dev/null 2>&1; then
         SITE=${GPU_SITE:-/tmp/masklab_site}
-        $PY -m pip install -q --no-index --no-deps --target "$SITE" gpu_wheels/*.whl || echo "wheel install failed"
+        $PY -m pip install -q --no-index --no-deps --upgrade --target "$SITE" gpu_wheels/*.whl || echo "wheel install failed"
         export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     fi
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
