@@ -61,7 +61,11 @@ def validate(cfg: DictConfig) -> None:
     need(mo.num_heads >= 1 and mo.num_layers >= 1 and mo.hidden_size >= 1,
          "model.hidden_size, model.num_layers and model.num_heads must be >= 1")
     need(mo.hidden_size % mo.num_heads == 0, f"model.hidden_size={mo.hidden_size} is not divisible by model.num_heads={mo.num_heads}")
-    need(0.0 <= mo.attention_dropout < 1.0, f"model.attention_dropout={mo.attention_dropout} must lie in [0, 1)")
+    # the attention kernels (Triton, flash_attn, torch reference) have no dropout on the probabilities:
+    # a value > 0 would be validated, exported and silently never applied
+    need(mo.attention_dropout == 0.0, f"model.attention_dropout={mo.attention_dropout} is not supported: MaskLab's "
+                                      "attention kernels apply no dropout to attention probabilities; set "
+                                      "model.attention_dropout=0 (model.hidden_dropout still regularises)")
     need(mo.sparse_prediction in ("none", "head", "last_layer"), f"model.sparse_prediction='{mo.sparse_prediction}' is not one of none, head, last_layer")
     if mo.preset == "modernbert":
         need(mo.global_attn_every >= 1, "model.global_attn_every must be >= 1")

@@ -24,7 +24,7 @@ def _forward(q, k, v, cu_q, cu_k, max_q, max_k, scale, window, backend, position
         from masklab.kernels.triton_attention_fwd import attention_forward
 
         check_varlen_args(q, k, v, cu_q, cu_k, max_q, max_k, window or None, positions)
-        _check_tiles(q.shape[2], (cu_q.numel() - 1) * q.shape[1])
+        _check_tiles(q.shape[2], (cu_q.numel() - 1) * q.shape[1], max(max_q, max_k))
         hd = max(16, triton.next_power_of_2(q.shape[2]))
         pos = None if positions is None or not window else triton_positions(positions)
         return attention_forward(q, k, v, cu_q, cu_k, max_q, scale, window, hd, pos)

@@ -5,6 +5,10 @@ sm_80+, no window over `positions`: its window is over row offsets), else to Tri
 to Triton (sm_80+: the configs `masklab gpu-check` proves); everything else gets the PyTorch reference.
 Each distinct key is logged once with the choice and, when `auto` fell back from a faster backend, the
 reason. An explicitly requested backend that cannot take the call is an error naming why.
+
+Precedence: a per-call (or per-model) `triton` / `flash_attn` / `torch` wins; a per-call `auto` (every
+model's default) defers to the process-wide `set_backend`, so `set_backend("triton")` reaches a model
+built with `backend="auto"` (before, the model's "auto" silently beat it).
 """
 from __future__ import annotations
 
@@ -129,7 +133,7 @@ def resolve(op: str, device: torch.device, override: Optional[str] = None, *, dt
             head_dim: Optional[int] = None, window: Optional[int] = None, positions: bool = False) -> str:
     """The backend for one call of `op` on `device` (dtype / head_dim / window / positions: what the call
     carries; positions: the window is over true positions)."""
-    name = override or _configured
+    name = override if override not in (None, "auto") else _configured
     if name not in BACKENDS:
         raise ValueError(f"backend='{name}' is not one of {', '.join(BACKENDS)}")
     if op not in OPS:

@@ -24,18 +24,18 @@ from masklab.kernels.triton_attention_fwd import FWD, attention_forward
 from masklab.kernels.triton_attention_tiles import check_launch, head_class
 
 
-def _check_tiles(head_dim: int, grid_y: int) -> None:
+def _check_tiles(head_dim: int, batch_heads: int, max_len: int) -> None:
     hc = head_class(head_dim)
     for tuned in (FWD, BWD_DKDV, BWD_DQ):
         for m, n, _, _ in tuned.rows(hc):
-            check_launch(head_dim, m, n, grid_y)
+            check_launch(head_dim, m, n, batch_heads, max_len)
 
 
 class _VarlenAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, scale, window, positions):
         D = q.shape[2]
-        _check_tiles(D, (cu_q.numel() - 1) * q.shape[1])
+        _check_tiles(D, (cu_q.numel() - 1) * q.shape[1], max(max_q, max_k))
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         hd = max(16, triton.next_power_of_2(D))
         w = int(window or 0)

@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from masklab.kernels.triton_attention_tiles import PRE_BLOCK_T, PRE_NUM_WARPS, _Tuned, head_class, load_tile, \
-    seq_bucket
+from masklab.kernels.triton_attention_tiles import PRE_BLOCK_T, PRE_NUM_WARPS, _Tuned, attention_grid, head_class, \
+    load_tile, seq_bucket
 
 
 @triton.jit
@@ -22,8 +22,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, cu_q, cu_k, POS, sm_scale,
                      stride_gt, stride_gh,
                      HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, HAS_POS: tl.constexpr, UPCAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)  # B x H on axis 0 (limit 2^31-1)
+    pid_n = tl.program_id(1)
     b = bh // H
     h = bh % H
     q0 = tl.load(cu_q + b)
@@ -87,8 +87,8 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, cu_q, cu_k, POS, sm_scale, strid
                    stride_gt, stride_gh,
                    HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, HAS_POS: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
+    pid_m = tl.program_id(1)
     b = bh // H
     h = bh % H
     q0 = tl.load(cu_q + b)
@@ -176,8 +176,8 @@ def attention_backward(do, q, k, v, o, lse, cu_q, cu_k, max_q: int, max_k: int, 
               v.stride(0), v.stride(1), do.stride(0), do.stride(1), Tq, H, D, seq_bucket(max(max_q, max_k)))
     hc = head_class(D)
     const = dict(HEAD_DIM=head_dim_block, WINDOW=window, HAS_POS=has_pos, UPCAST=upcast)
-    BWD_DKDV[hc][lambda m: (triton.cdiv(max(max_k, 1), m["BLOCK_N"]), B * H)](
+    BWD_DKDV[hc][lambda m: attention_grid(B * H, max_k, m["BLOCK_N"])](
         q, k, v, do, lse, delta, dk, dv, *common, dk.stride(0), dk.stride(1), **const)
-    BWD_DQ[hc][lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
+    BWD_DQ[hc][lambda m: attention_grid(B * H, max_q, m["BLOCK_M"])](
         q, k, v, do, lse, delta, dq, *common, dq.stride(0), dq.stride(1), **const)
     return dq, dk, dv

@@ -1,7 +1,7 @@
 """Forward of the Triton varlen attention: online softmax over key blocks, saves the logsumexp.
 
-q [Tq, H, d], k/v [Tk, H, d] packed per cu_seqlens (int32 [B+1]); grid (query blocks over
-max_seqlen_q, B x H). Writes o [Tq, H, d] (q's dtype) and lse [H, Tq] fp32 (natural log; -inf for a
+q [Tq, H, d], k/v [Tk, H, d] packed per cu_seqlens (int32 [B+1]); grid (B x H, query blocks over
+max_seqlen_q). Writes o [Tq, H, d] (q's dtype) and lse [H, Tq] fp32 (natural log; -inf for a
 query that sees no key, whose output is 0). No [L x L] matrix exists.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from masklab.kernels.dispatch import triton_interpreting
-from masklab.kernels.triton_attention_tiles import _Tuned, head_class, load_tile, seq_bucket
+from masklab.kernels.triton_attention_tiles import _Tuned, attention_grid, head_class, load_tile, seq_bucket
 
 LOG2E = 1.4426950408889634
 
@@ -21,8 +21,8 @@ def _fwd_kernel(Q, K, V, O, LSE, cu_q, cu_k, POS, sm_scale, stride_qt, stride_qh
                 stride_vt, stride_vh, stride_ot, stride_oh, total_q, H, D, seq_bucket,
                 HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, HAS_POS: tl.constexpr, UPCAST: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)  # B x H on axis 0 (limit 2^31-1); axis 1 stops at 65,535
+    pid_m = tl.program_id(1)
     b = bh // H
     h = bh % H
     q0 = tl.load(cu_q + b)
@@ -94,7 +94,7 @@ def attention_forward(q, k, v, cu_q, cu_k, max_q: int, scale: float, window: int
     lse = torch.empty((H, Tq), device=q.device, dtype=torch.float32)
     upcast = triton_interpreting() and q.dtype == torch.bfloat16
     has_pos = positions is not None and window > 0
-    FWD[head_class(D)][lambda m: (triton.cdiv(max(max_q, 1), m["BLOCK_M"]), B * H)](
+    FWD[head_class(D)][lambda m: attention_grid(B * H, max_q, m["BLOCK_M"])](
         q, k, v, o, lse, cu_q, cu_k, positions if has_pos else cu_q, scale, q.stride(0), q.stride(1), k.stride(0),
         k.stride(1), v.stride(0), v.stride(1), o.stride(0), o.stride(1), Tq, H, D, seq_bucket(max_q),
         HEAD_DIM=head_dim_block, WINDOW=window, HAS_POS=has_pos, UPCAST=upcast)

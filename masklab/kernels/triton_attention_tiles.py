@@ -5,7 +5,11 @@ The MMA "M" side of every `tl.dot` is the tile that is >= 64 rows (BLOCK_M in th
 dq kernel, BLOCK_N in the dk/dv kernel, which works on transposed scores), so that sm_90 issues
 wgmma; `masklab gpu-check` proves each row compiles for sm_90/sm_80 with wgmma and no spills. The
 interpreter runs one config at a time (autotune needs a GPU): INTERPRET_CONFIG unless a test pins
-another one (`pin_configs`).
+another one (`pin_configs`). A pinned row is used on GPU too (autotune over that one row, i.e. no
+tuning), so the GPU tests check every candidate of every table, not only each table's winner.
+
+Grid: batch x heads on axis 0 (limit 2^31 - 1), the length blocks on axis 1 (limit 65,535): at 12
+heads, axis 1 would have capped a call at 5,461 sequences.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import triton.language as tl
 
 from masklab.kernels.dispatch import triton_interpreting
 
+MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 FWD_CONFIGS = {64: [(128, 64, 8, 3), (64, 64, 4, 3)],
                128: [(64, 32, 8, 2), (64, 32, 4, 2)]}
@@ -27,7 +32,7 @@ TABLES = {"fwd": FWD_CONFIGS, "dkdv": BWD_DKDV_CONFIGS, "dq": BWD_DQ_CONFIGS}
 INTERPRET_CONFIG = (32, 32, 4, 1)
 PRE_BLOCK_T = 64  # rows per program of the delta preprocess
 PRE_NUM_WARPS = 8  # 4 warps spill at d128 on sm_90 (gpu-check): 64 x 128 x 2 fp32 values + int64 pointers
-_pinned: dict[str, tuple] = {}  # kernel name -> one (BLOCK_M, BLOCK_N, warps, stages) row, interpreter tests only
+_pinned: dict[str, tuple] = {}  # kernel name -> one (BLOCK_M, BLOCK_N, warps, stages) row (tests, GPU or interpreter)
 
 
 def head_class(head_dim: int) -> int:
@@ -53,8 +58,10 @@ class _Tuned:
         self._tuners: dict = {}
 
     def rows(self, hc: int) -> list[tuple]:
+        if self.name in _pinned:
+            return [_pinned[self.name]]
         if triton_interpreting():
-            return [_pinned.get(self.name, INTERPRET_CONFIG)]
+            return [INTERPRET_CONFIG]
         return TABLES[self.name][hc]
 
     def __getitem__(self, hc: int):
@@ -67,7 +74,11 @@ class _Tuned:
 
 @contextlib.contextmanager
 def pin_configs(**rows):
-    """Interpreter tests: run e.g. fwd=(128, 64, 8, 3) instead of INTERPRET_CONFIG (a production row)."""
+    """Tests: run e.g. fwd=(128, 64, 8, 3) instead of the autotuned table (GPU) or INTERPRET_CONFIG
+    (interpreter). Keys: fwd, dkdv, dq."""
+    unknown = set(rows) - set(TABLES)
+    if unknown:
+        raise ValueError(f"pin_configs: unknown kernel(s) {sorted(unknown)}; one of {sorted(TABLES)}")
     _pinned.update(rows)
     try:
         yield
@@ -76,7 +87,12 @@ def pin_configs(**rows):
             _pinned.pop(k, None)
 
 
-def check_launch(head_dim: int, block_m: int, block_n: int, grid_y: int) -> None:
+def attention_grid(batch_heads: int, max_len: int, block: int) -> tuple[int, int]:
+    """The launch grid of the attention kernels: (B x H, length blocks of `block` rows)."""
+    return batch_heads, triton.cdiv(max(int(max_len), 1), block)
+
+
+def check_launch(head_dim: int, block_m: int, block_n: int, batch_heads: int, max_len: int = 1) -> None:
     """What the interpreter cannot catch: GPU tile rules and grid limits, checked in Python."""
     for name, blk in (("BLOCK_M", block_m), ("BLOCK_N", block_n)):
         if blk < 16 or blk & (blk - 1):
@@ -84,8 +100,12 @@ def check_launch(head_dim: int, block_m: int, block_n: int, grid_y: int) -> None
     hd = max(16, triton.next_power_of_2(head_dim))
     if hd > 256:
         raise ValueError(f"head_dim {head_dim} needs BLOCK_D={hd} > 256")
-    if grid_y > MAX_GRID_YZ:
-        raise ValueError(f"grid axis 1 = batch x heads = {grid_y} exceeds {MAX_GRID_YZ}; split the batch")
+    gx, gy = attention_grid(batch_heads, max_len, min(block_m, block_n))
+    if gx > MAX_GRID_X:
+        raise ValueError(f"grid axis 0 = batch x heads = {gx} exceeds {MAX_GRID_X}; split the batch")
+    if gy > MAX_GRID_YZ:
+        raise ValueError(f"grid axis 1 = {gy} blocks of {min(block_m, block_n)} rows (max length {max_len}) "
+                         f"exceeds {MAX_GRID_YZ}")
 
 
 @triton.jit

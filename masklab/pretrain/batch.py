@@ -31,6 +31,11 @@ class UnpaddedBatch:
     insert_positions: Optional[torch.Tensor] = None  # int64 [T_ins] sorted: slots that get [MASK] at layer k
     cu_seqlens_visible: Optional[torch.Tensor] = None  # int32 [B+1]
     max_seqlen_visible: int = 0
+    # Token Dropping (model.token_drop.rate > 0, training batches): counted on the host by the collator so
+    # the device never has to report how many rows remain (model/token_drop.py)
+    drop_counts: Optional[torch.Tensor] = None  # int64 [B] rows each sequence drops
+    num_kept: int = 0  # T - drop_counts.sum()
+    max_seqlen_kept: int = 0
 
     @property
     def num_tokens(self) -> int:

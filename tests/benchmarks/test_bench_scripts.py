@@ -15,25 +15,7 @@ def _run(script, *args, tmp_path):
     return out.read_text()
 
 
-def test_gpu_check_script_dry_run(tmp_path):
-    """`bash benchmarks/gpu_all.sh` (make test-gpu) runs its three parts on CPU at tiny shapes."""
-    out = tmp_path / "gpu.md"
-    r = subprocess.run(["bash", "benchmarks/gpu_all.sh", "--dry-run", str(out)], capture_output=True, text=True,
-                       timeout=600, cwd=ROOT, env={**__import__("os").environ, "PY": sys.executable})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    text = out.read_text()
-    assert "DRY RUN" in text and "## gpu tests (exit 0)" in text and "| 512 |" in text
-    assert "[train] exit 0" in r.stdout and "[kernels] exit 0" in r.stdout
-
-
-def test_gpu_check_script_refuses_without_cuda(tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    r = subprocess.run(["bash", "benchmarks/gpu_all.sh", str(tmp_path / "gpu.md")], capture_output=True, text=True,
-                       timeout=120, cwd=ROOT, env={**__import__("os").environ, "PY": sys.executable})
-    assert r.returncode == 2 and "no CUDA device" in r.stderr and not (tmp_path / "gpu.md").exists()
+# the device command, benchmarks/gpu_first.sh, is rehearsed in test_gpu_first.py
 
 
 def test_late_masking_runs(tmp_path):

@@ -14,9 +14,8 @@ def _pack(lens, H=12, D=64, dtype=torch.bfloat16):
     return q, k, v, cu, max(lens)
 
 
-@pytest.mark.parametrize("window", [None, 128])
-@pytest.mark.parametrize("D", [32, 64, 128])
-def test_attention_bf16_gpu_tolerance(D, window):
+@pytest.mark.parametrize("D,window", [(32, None), (64, None), (128, None), (64, 128)])  # autotuned (every row:
+def test_attention_bf16_gpu_tolerance(D, window):  # test_gpu_pinned.py)
     q, k, v, cu, L = _pack([1, 17, 128, 300, 513], D=D)
     out = kernels.varlen_attention(q, k, v, cu, cu, L, L, window=window, backend="triton")
     g = torch.randn_like(out)
@@ -114,22 +113,19 @@ def test_rows_gpu(dtype):
 
 
 def test_model_loss_triton_vs_torch(prepared_data):
+    """The model built with backend="auto" follows set_backend: torch, then Triton, on the same batch,
+    loss and every gradient (tests/kernels/test_model_backends.py proves this comparison fails when the Triton path is broken)."""
     from masklab.data_prep import ShardSet
     from masklab.config import load_config
     from masklab.pretrain.data.collator import Collator
     from masklab.pretrain.model import build_model
+    from tests.gpu.compare import assert_runs_agree, model_runs
 
     cfg = load_config("configs/smoke_gpu.yaml", [f"data.shards={prepared_data}", "model.hidden_dropout=0"])
     shards = ShardSet(prepared_data)
     b = Collator(cfg, shards)(np.arange(32), 0).to("cuda")
-    model = build_model(cfg.model, shards.tokenizer).cuda()
-    losses = {}
-    for be in ("torch", "triton"):
-        kernels.set_backend(be)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            losses[be] = float(model(b)["loss_sum"])
-    kernels.set_backend("auto")
-    assert abs(losses["torch"] - losses["triton"]) / losses["torch"] < 2e-2
+    model = build_model(cfg.model, shards.tokenizer, backend="auto").cuda()
+    assert_runs_agree(model_runs(model, b, autocast=torch.bfloat16), rtol=2e-2, grad_rtol=5e-2)
 
 
 def test_smoke_training_run_on_gpu(tiny_overrides):

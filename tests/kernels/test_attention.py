@@ -245,8 +245,9 @@ def test_launch_checks():
         check_launch(64, 8, 64, 1)
     with pytest.raises(ValueError, match="power of two"):
         check_launch(64, 48, 64, 1)
-    with pytest.raises(ValueError, match="exceeds 65535"):
-        check_launch(64, 64, 64, 70000)
+    check_launch(64, 64, 64, 70000)  # batch x heads is on axis 0 (test_attention_grid.py)
+    with pytest.raises(ValueError, match="axis 1 .* exceeds 65535"):
+        check_launch(64, 64, 64, 1, max_len=65536 * 64)
     with pytest.raises(ValueError, match="BLOCK_D"):
         check_launch(512, 64, 64, 1)
     assert [seq_bucket(n) for n in (0, 1, 100, 128, 129, 10**6)] == [64, 64, 128, 128, 256, 8192]

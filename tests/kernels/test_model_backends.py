@@ -54,3 +54,31 @@ def test_each_model_uses_its_own_backend(prepared_data):
     with pytest.raises(RuntimeError, match="flash_attn"):
         cuda_only(batch)
     assert torch.equal(ok(batch)["loss_sum"], before)
+
+
+def test_model_level_comparison_sees_set_backend_and_catches_a_broken_triton(prepared_data, monkeypatch):
+    """The GPU test's comparison (tests/gpu/compare.py) on CPU under the interpreter: the model is built
+    with backend="auto" and set_backend("triton") must reach it (before, "auto" beat it and the test
+    compared torch with torch). A Triton attention broken on purpose must fail the comparison."""
+    import masklab.kernels.triton_attention as TA
+    from tests.gpu.compare import assert_runs_agree, model_runs
+
+    cfg = load_config("configs/smoke_cpu.yaml", [f"data.shards={prepared_data}", "data.seq_len=24",
+                                                 "model.hidden_size=32", "model.num_layers=1", "model.num_heads=2",
+                                                 "model.intermediate_size=32", "model.hidden_dropout=0"])
+    shards = ShardSet(prepared_data)
+    batch = Collator(cfg, shards)(np.arange(3), 0)
+    model = build_model(cfg.model, shards.tokenizer, backend="auto")
+    calls = []
+    real = TA.varlen_attention_triton
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(TA, "varlen_attention_triton", counted)
+    assert_runs_agree(model_runs(model, batch), rtol=1e-4, grad_rtol=1e-3)
+    assert calls, "the Triton attention never ran"
+    monkeypatch.setattr(TA, "varlen_attention_triton", lambda *a, **k: real(*a, **k) * 1.2)  # broken on purpose
+    with pytest.raises(AssertionError, match="torch vs triton differ"):
+        assert_runs_agree(model_runs(model, batch), rtol=1e-4, grad_rtol=5e-2)  # the GPU test's grad limit

@@ -132,3 +132,31 @@ def test_ddp_matches_single_process(prepared_data, tmp_path):
     a = load_file(str(ref / "checkpoints" / "step_00000006" / "model.safetensors"))
     d = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_00000006" / "model.safetensors"))
     torch.testing.assert_close(d["token_drop.ema"], a["token_drop.ema"], rtol=1e-5, atol=1e-6)
+
+
+def test_plan_and_observe_trace_without_a_host_sync(prepared_data):
+    """Issue 31 item 12: the Token-Dropping step must not wait for the device. Counting Tensor.item on CPU
+    cannot see `nonzero`, `repeat_interleave` with tensor repeats or `int(buffer)`; torch.compile with
+    fullgraph=True can: each of them is a data-dependent shape or a graph break, which raises there."""
+    _, c, m = _setup(prepared_data, "bert", "+masking/token_dropping")
+    td = m.token_drop.train()
+    td.ema.copy_(torch.rand(td.ema.shape, generator=torch.Generator().manual_seed(0)) * 5)
+    b = c(np.arange(16), 3)
+    assert b.drop_counts is not None and b.num_kept < b.num_tokens  # counted by the collator, on the host
+
+    def plan(b):
+        p = td.plan(b)
+        return p.keep, p.cu_seqlens, p.dropped
+
+    torch._dynamo.reset()
+    keep, cu, dropped = torch.compile(plan, fullgraph=True, backend="eager", dynamic=False)(b)
+    ref = td.plan(b)
+    assert torch.equal(keep, ref.keep) and torch.equal(cu, ref.cu_seqlens) and torch.equal(dropped, ref.dropped)
+    assert torch.equal(keep, torch.nonzero(~dropped).flatten()) and ref.max_seqlen == int((cu[1:] - cu[:-1]).max())
+    h = torch.randn(b.num_predictions, 64)
+    labels = b.mlm_labels.clone()
+    labels[::3] = -100
+    logits = torch.nn.Linear(64, td.ema.shape[0])
+    before = td.pending_count.clone()
+    torch.compile(lambda h, y: td.observe(logits, h, y, 3), fullgraph=True, backend="eager", dynamic=False)(h, labels)
+    assert float((td.pending_count - before).sum()) == int((labels != -100).sum())

@@ -67,15 +67,18 @@ def _patch(monkeypatch, reads: _Reads) -> None:
     monkeypatch.setattr(T, "step_loader", lambda *a, **k: Loader(real_loader(*a, **k)))
 
 
-@pytest.mark.parametrize("nan_at", [set(), {2}])
-def test_no_host_reads_between_log_steps(tiny_overrides, monkeypatch, nan_at):
+@pytest.mark.parametrize("nan_at,extra", [(set(), []), ({2}, []),
+                                          # Token Dropping: its plan reads no device value (issue 31 item 12)
+                                          (set(), ["model.num_layers=3", "model.token_drop.rate=0.5",
+                                                   "model.token_drop.start_layer=1", "model.token_drop.end_layer=2"])])
+def test_no_host_reads_between_log_steps(tiny_overrides, monkeypatch, nan_at, extra):
     from masklab.pretrain.loop.train import train
     from tests.reliability.hooks import NanAt
 
     n = 6
     reads = _Reads()
     _patch(monkeypatch, reads)
-    r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + [
+    r = train(load_config("configs/smoke_cpu.yaml", tiny_overrides + extra + [
         f"train.max_steps={n}", f"train.log_every={n}", "data.eval_batches=0", "train.save_every=1000"]),
         hooks=NanAt(nan_at))
     assert r["step"] == n and r["last"]["nan_skipped_total"] == len(nan_at)

@@ -124,9 +124,20 @@ class Collator:
 
     def __call__(self, global_ids: np.ndarray, step: int, evaluation: bool = False) -> UnpaddedBatch:
         m, rate, seq_ids = self.masks(global_ids, step, evaluation)
-        return make_batch([m.input_ids], [m.positions], [m.labels], [m.is_mask_token], m.lens, m.num_predictions,
-                          seq_ids, step, rate, m.num_maskable, late=self.cfg.masking.insertion == "late",
-                          position_ids=m.position_ids)
+        b = make_batch([m.input_ids], [m.positions], [m.labels], [m.is_mask_token], m.lens, m.num_predictions,
+                       seq_ids, step, rate, m.num_maskable, late=self.cfg.masking.insertion == "late",
+                       position_ids=m.position_ids)
+        td_rate = float(self.cfg.model.token_drop.rate)
+        if td_rate > 0 and not evaluation:  # Token Dropping's row counts, on the host (model/token_drop.py)
+            from masklab.pretrain.model.token_drop import host_drop_counts
+
+            if not hasattr(self, "_special"):
+                self._special = np.zeros(max(self.tok.vocab_size, max(self.tok.special_ids) + 1) + 1, dtype=bool)
+                self._special[list(self.tok.special_ids)] = True
+            n, b.num_kept, b.max_seqlen_kept = host_drop_counts(b.input_ids.numpy(), m.lens, b.mlm_positions.numpy(),
+                                                                self._special, td_rate)
+            b.drop_counts = torch.from_numpy(n)
+        return b
 
 
 def _cu(lengths) -> torch.Tensor:

@@ -2,14 +2,19 @@
 
 Our fused Wqkv is split into query/key/value; the decoder is tied to the word embeddings
 in both. The exported config carries the padded vocab size, the pooler when the model has one,
-attention_probs_dropout_prob and position_embedding_type, so import -> export is lossless.
+position_embedding_type and attention_probs_dropout_prob (always 0: the kernels have no attention-probability
+dropout, and an imported non-zero value is logged as dropped), so import -> export is otherwise lossless.
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 from transformers import BertConfig
 
 from masklab.errors import CheckpointError
+
+log = logging.getLogger("masklab.hf")
 
 _LAYER = {  # ours -> HF (per layer, after the `layers.{i}.` / `bert.encoder.layer.{i}.` prefixes)
     "attn_out.weight": "attention.output.dense.weight", "attn_out.bias": "attention.output.dense.bias",
@@ -107,7 +112,7 @@ def model_cfg_from_hf(hf_cfg, base) -> None:
     base.type_vocab_size = hf_cfg.type_vocab_size
     base.layer_norm_eps = hf_cfg.layer_norm_eps
     base.hidden_dropout = hf_cfg.hidden_dropout_prob
-    base.attention_dropout = float(getattr(hf_cfg, "attention_probs_dropout_prob", 0.0) or 0.0)
+    base.attention_dropout = attention_dropout_from_hf(hf_cfg, "attention_probs_dropout_prob")
     base.initializer_range = hf_cfg.initializer_range
 
 
@@ -119,6 +124,17 @@ def used_keys(hf: dict[str, torch.Tensor], num_layers: int) -> set[str]:
         names |= {q + n for n in _LAYER.values()}
         names |= {q + f"attention.self.{n}.{w}" for n in ("query", "key", "value") for w in ("weight", "bias")}
     return names & set(canonical_keys(hf))
+
+
+def attention_dropout_from_hf(hf_cfg, key: str) -> float:
+    """Always 0.0: MaskLab's attention kernels have no dropout on the probabilities (config validation
+    refuses model.attention_dropout > 0). An HF config's non-zero value (BERT's default is 0.1) is
+    logged as dropped, so continued pretraining does not drop it silently."""
+    value = float(getattr(hf_cfg, key, 0.0) or 0.0)
+    if value > 0:
+        log.warning("HF config %s=%s becomes model.attention_dropout=0: MaskLab's attention kernels apply no "
+                    "dropout to attention probabilities (hidden dropout is kept)", key, value)
+    return 0.0
 
 
 def copy_shape(base, hf_cfg) -> None:

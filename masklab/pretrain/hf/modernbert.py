@@ -11,7 +11,7 @@ import torch
 from transformers import ModernBertConfig
 
 from masklab.errors import CheckpointError
-from masklab.pretrain.hf.bert import copy_shape
+from masklab.pretrain.hf.bert import attention_dropout_from_hf, copy_shape
 
 _LAYER = {"attn_norm.weight": "attn_norm.weight", "Wqkv.weight": "attn.Wqkv.weight", "Wo.weight": "attn.Wo.weight",
           "mlp_norm.weight": "mlp_norm.weight", "Wi.weight": "mlp.Wi.weight", "Wo_mlp.weight": "mlp.Wo.weight"}
@@ -131,5 +131,5 @@ def model_cfg_from_hf(hf_cfg, base) -> None:
     base.rope_theta = float(rp["full_attention"]["rope_theta"])
     base.local_rope_theta = float(rp.get("sliding_attention", rp["full_attention"])["rope_theta"])
     base.hidden_dropout = float(hf_cfg.embedding_dropout)
-    base.attention_dropout = float(hf_cfg.attention_dropout)
+    base.attention_dropout = attention_dropout_from_hf(hf_cfg, "attention_dropout")
     base.initializer_range = float(hf_cfg.initializer_range)

@@ -90,10 +90,11 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def matmul_peak_flops(device: torch.device, dtype=torch.float32, n: int = 1024, reps: int = 3) -> float:
-    """Measured dense matmul FLOP/s of this machine (the denominator of utilisation)."""
+    """Measured dense matmul FLOP/s of this machine, best of `reps` (the denominator of utilisation;
+    peak.probe_size picks n: 8192 on CUDA)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
+    a @ b  # warm-up: cuBLAS heuristics, clocks
     best = float("inf")
     for _ in range(reps):
         if device.type == "cuda":

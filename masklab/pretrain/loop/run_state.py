@@ -15,6 +15,7 @@ from masklab.pretrain.hf import init_from
 from masklab.pretrain.data.collator import Collator, data_compat, eval_batches, open_collator
 from masklab.pretrain.loop.engine import DeepSpeedEngine, Engine
 from masklab.pretrain.loop.metrics import matmul_peak_flops
+from masklab.pretrain.loop.peak import Peak, probe_size, spec_peak_flops
 from masklab.pretrain.model import build_model
 from masklab.pretrain.model.compile import prepare_for_device
 from masklab.pretrain.loop.resume import resume_compat
@@ -112,7 +113,10 @@ def build_engine(run: RunState) -> None:
         run.engine = Engine(run.model, tc, run.device, run.world)
 
 
-def utilisation_peak(run: RunState) -> float:
-    """Measured matmul FLOP/s in the training dtype: the denominator of utilisation."""
+def utilisation_peak(run: RunState) -> Peak:
+    """Matmul FLOP/s in the training dtype, measured (8192^3 on CUDA, 1024^3 on CPU: peak.py) and from
+    the spec sheet (CUDA only): the denominators of `utilisation` and `utilisation_spec`."""
     bf16 = run.cfg.train.precision == "bf16" and run.device.type == "cuda"
-    return matmul_peak_flops(run.device, torch.bfloat16 if bf16 else torch.float32)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    n, reps = probe_size(run.device)
+    return Peak(matmul_peak_flops(run.device, dtype, n=n, reps=reps), spec_peak_flops(run.device, dtype), n)

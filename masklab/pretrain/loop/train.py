@@ -31,6 +31,7 @@ from masklab.pretrain.loop.nonfinite import NonFiniteCounter
 from masklab.pretrain.loop.progress import TrainProgress
 from masklab.pretrain.loop.resume import check_out_dir_free, check_resume_compatible, checkpoint_to_resume
 from masklab.pretrain.checkpoint.run_lock import RunLock
+from masklab.pretrain.loop.peak import Peak
 from masklab.pretrain.loop.run_state import RunState, build_engine, setup, utilisation_peak
 from masklab.pretrain.loop.step import StepResult, TrainHooks, train_step
 from masklab.pretrain.data.steps import step_loader
@@ -146,7 +147,7 @@ def track_non_finite(run: RunState) -> None:
                            f"(train.max_nan_skips={tc.max_nan_skips}); lower train.lr or check the data{back}")
 
 
-def maybe_log(run: RunState, metrics: MetricsLog, bar: TrainProgress, r: StepResult, peak: float) -> None:
+def maybe_log(run: RunState, metrics: MetricsLog, bar: TrainProgress, r: StepResult, peak: Peak) -> None:
     """On log steps only: one host read of the step's device values (it waits for the device)."""
     tc, step = run.cfg.train, run.step
     if not (step % tc.log_every == 0 or step == tc.max_steps):
@@ -163,8 +164,10 @@ def maybe_log(run: RunState, metrics: MetricsLog, bar: TrainProgress, r: StepRes
                 "mask_rate": r.mask_rate, "realised_mask_rate": r.n_pred_local / max(1, r.n_maskable_local),
                 "grad_norm": float("nan") if run.nan_run else grad_norm, "tokens_per_s": tokens / dt,
                 "step_time_s": dt, "wall_s": time.perf_counter() - run.t_log,
-                "peak_memory_mb": peak_memory_mb(run.device), "utilisation": r.flops / dt / peak,
+                "peak_memory_mb": peak_memory_mb(run.device), "utilisation": r.flops / dt / peak.measured,
                 "nan_skipped_total": run.nan_total}
+    if peak.spec:  # CUDA with a known spec sheet: MFU against the vendor's dense peak too
+        run.last["utilisation_spec"] = r.flops / dt / peak.spec
     run.t_log = time.perf_counter()
     metrics.log(step, run.last)
     bar.logged(step, loss, acc, run.last["tokens_per_s"])

@@ -19,6 +19,13 @@ State (buffers, saved in model.safetensors, so a resume restores it exactly): `e
 micro-batch adds to them; under DDP they are all-reduced, so every rank holds the same);
 `pending_step` int64 [1]. The first forward of a later step folds the pending step into `ema`:
 the importance used in step s is the same whatever the micro-batch split or world size.
+
+Sync-free: how many rows each sequence drops depends on lengths and protected tokens only, not on the
+importance, so the collator counts them on the host (`drop_counts`, carried by the batch with the
+kept total and the longest kept sequence); the device picks *which* rows with static shapes (a stable
+sort instead of `nonzero`, `repeat_interleave` with a known output size, the fold of the pending step
+as a `where`), so a training step never waits for the device. A batch without the counts (built
+by hand) gets them from the device, which syncs.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -38,8 +46,27 @@ from masklab import kernels
 class DropPlan:
     keep: torch.Tensor  # int64 [T_keep] sorted indices into [T] of the rows the middle layers see
     cu_seqlens: torch.Tensor  # int32 [B+1] of the kept rows
-    max_seqlen: int  # upper bound of the kept lengths (exact on CPU; no device sync on CUDA)
+    max_seqlen: int  # the longest kept sequence
     dropped: torch.Tensor  # bool [T]
+
+
+def drop_counts(seq_lens: np.ndarray, n_protected: np.ndarray, rate: float) -> np.ndarray:
+    """Rows each sequence drops: floor(len * rate) (float64), at most its unprotected rows. int64 [B]."""
+    lens = np.asarray(seq_lens, dtype=np.int64)
+    return np.minimum(np.floor(lens * float(rate)).astype(np.int64), lens - np.asarray(n_protected, np.int64))
+
+
+def host_drop_counts(input_ids: np.ndarray, seq_lens: np.ndarray, mlm_positions: np.ndarray, special: np.ndarray,
+                     rate: float) -> tuple[np.ndarray, int, int]:
+    """The collator's side: (drop counts int64 [B], kept rows, longest kept sequence). special: bool [>= V]
+    (the tokenizer's special ids); predicted positions are protected too."""
+    lens = np.asarray(seq_lens, dtype=np.int64)
+    protected = special[np.asarray(input_ids)].copy()
+    protected[np.asarray(mlm_positions)] = True
+    per_seq = np.bincount(np.repeat(np.arange(len(lens)), lens)[protected], minlength=len(lens))
+    n = drop_counts(lens, per_seq, rate)
+    kept = lens - n
+    return n, int(kept.sum()), int(kept.max()) if len(kept) else 0
 
 
 class TokenDrop(nn.Module):
@@ -64,11 +91,11 @@ class TokenDrop(nn.Module):
 
     @torch.no_grad()
     def plan(self, b) -> DropPlan:
-        """Which rows of batch b the middle layers keep."""
+        """Which rows of batch b the middle layers keep (static shapes: no device sync, see the docstring)."""
         self._fold(b.step)
         ids, T = b.input_ids, b.num_tokens
         seq_len = (b.cu_seqlens[1:] - b.cu_seqlens[:-1]).long()
-        seq = torch.repeat_interleave(torch.arange(len(seq_len), device=ids.device), seq_len)
+        seq = torch.repeat_interleave(torch.arange(len(seq_len), device=ids.device), seq_len, output_size=T)
         protected = self.never_drop[ids].clone()
         protected[b.mlm_positions] = True
         tie = ((b.position_ids * 2654435761 + ids * 40503) % 65536).float() * (1e-6 / 65536)
@@ -77,14 +104,18 @@ class TokenDrop(nn.Module):
         order = order[torch.sort(seq[order], stable=True).indices]  # by sequence, lowest importance first
         rank = torch.empty(T, dtype=torch.long, device=ids.device)
         rank[order] = torch.arange(T, device=ids.device) - b.cu_seqlens.long()[seq[order]]
-        droppable = torch.zeros(len(seq_len), dtype=torch.long, device=ids.device).index_add_(
-            0, seq, (~protected).long())
-        n_drop = torch.minimum(torch.floor(seq_len * self.rate).long(), droppable)
+        if getattr(b, "drop_counts", None) is not None:
+            n_drop, n_keep, max_len = b.drop_counts, b.num_kept, b.max_seqlen_kept
+        else:  # a batch built without the collator: count here (reads the device)
+            droppable = torch.zeros(len(seq_len), dtype=torch.long, device=ids.device).index_add_(
+                0, seq, (~protected).long())
+            n_drop = torch.minimum(torch.floor(seq_len.double() * self.rate).long(), droppable)
+            kept_len = seq_len - n_drop
+            n_keep, max_len = int(kept_len.sum()), int(kept_len.max()) if len(kept_len) else 0
         dropped = rank < n_drop[seq]
-        keep = torch.nonzero(~dropped).flatten()
-        kept_len = seq_len - n_drop
-        cu = F.pad(torch.cumsum(kept_len, 0), (1, 0)).to(torch.int32)
-        max_len = int(kept_len.max()) if ids.device.type == "cpu" and len(kept_len) else b.max_seqlen
+        # the kept rows in index order: a stable sort puts the 0s (kept) first; [:n_keep] has a host size
+        keep = torch.sort(dropped.to(torch.uint8), stable=True).indices[:n_keep]
+        cu = F.pad(torch.cumsum(seq_len - n_drop, 0), (1, 0)).to(torch.int32)
         return DropPlan(keep, cu, max_len, dropped)
 
     def layer(self, i: int, h: torch.Tensor, b, run: Callable) -> torch.Tensor:
@@ -109,10 +140,11 @@ class TokenDrop(nn.Module):
         if not self.training:
             return
         self._fold(step)
-        ok = labels != -100
-        loss = F.cross_entropy(logits_fn(h_pred[ok]).float(), labels[ok], reduction="none")
-        s = torch.zeros_like(self.pending_sum).index_add_(0, labels[ok], loss)
-        c = torch.zeros_like(self.pending_count).index_add_(0, labels[ok], torch.ones_like(loss))
+        ok = labels != -100  # no boolean indexing (it syncs): ignored rows add 0 at id 0
+        loss = F.cross_entropy(logits_fn(h_pred).float(), labels, reduction="none", ignore_index=-100)
+        lab = torch.where(ok, labels, torch.zeros_like(labels))
+        s = torch.zeros_like(self.pending_sum).index_add_(0, lab, loss * ok)
+        c = torch.zeros_like(self.pending_count).index_add_(0, lab, ok.to(loss.dtype))
         if dist.is_available() and dist.is_initialized():  # every rank holds the whole step's losses
             both = torch.stack([s, c])
             dist.all_reduce(both)
@@ -121,13 +153,13 @@ class TokenDrop(nn.Module):
         self.pending_count += c
 
     def _fold(self, step: int) -> None:
-        """Fold the pending losses of an earlier step into `ema` (once, at that step's end)."""
-        if int(self.pending_step) == step:
-            return
-        seen = self.pending_count > 0
+        """Fold the pending losses of an earlier step into `ema` (once, at that step's end). Branch-free on
+        the device: reading pending_step to decide would sync every forward."""
+        fold = self.pending_step != step  # bool [1]
+        seen = (self.pending_count > 0) & fold
         mean = self.pending_sum / self.pending_count.clamp(min=1)
         self.ema.copy_(torch.where(seen, self.decay * self.ema + (1 - self.decay) * mean, self.ema))
-        self.pending_sum.zero_(), self.pending_count.zero_()
+        self.pending_sum.mul_(~fold), self.pending_count.mul_(~fold)
         self.pending_step.fill_(step)
 
 
