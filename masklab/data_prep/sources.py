@@ -7,7 +7,9 @@ small files grouped up to `chunk_bytes / GROUP_DIVISOR`, so the number of units 
 unit records and manifest entries) grows with the corpus bytes, not with its file count. Both
 lists depend only on the corpus and `chunk_bytes`, never on the number of processes or tasks,
 so every parallel setting writes the same shards in the same order. Memory per reader is one
-line / one parquet batch, whatever the file size.
+line / one parquet batch, whatever the file size, and a line is read in pieces of at most
+`max_document_bytes` (documents over it are skipped with a count), so a compression bomb of one
+1 GiB line costs a few MB.
 
 Formats: .txt (a document is a paragraph: lines up to a blank line), .jsonl/.json (JSON lines,
 documents in `text_column`), .parquet; .gz/.bz2/.zst compressed forms of .txt/.jsonl/.json.
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from masklab.data_prep.corpus import paragraphs, pydoc_documents
+from masklab.data_prep.corpus import pydoc_documents
 from masklab.errors import DataError
 
 TEXT_EXT = (".txt",)
@@ -37,6 +39,14 @@ class ReadStats:
     documents: int = 0
     bytes: int = 0
     invalid_utf8_lines: int = 0
+    overlong_documents: int = 0  # documents (or lines) over max_document_bytes, skipped
+
+
+# A document (a paragraph, a JSON line, a parquet cell) longer than this is skipped with a count:
+# a 4.6 MB .gz can hold one 1 GiB line, and reading it whole took 4.6 GB before the tokenizer died.
+# Lines are read in pieces of at most this size, so memory per reader is bounded by construction.
+MAX_DOCUMENT_BYTES = 8 << 20
+_DRAIN = 1 << 20  # the rest of an over-long line is skipped in reads of this size
 
 
 # Groups of small files are smaller than a split piece so that a few-GB corpus of small files
@@ -130,14 +140,26 @@ def _cut_points(f: Path, size: int, chunk: int, paragraph: bool) -> list[int]:
     with open(f, "rb") as fh:
         for target in range(chunk, size, chunk):
             fh.seek(max(target, cuts[-1]))
-            fh.readline()  # to the next line start
+            _skip_line(fh)  # to the next line start
             while paragraph:
-                line = fh.readline()
-                if not line or not line.strip():
+                blank, more = _skip_line(fh)
+                if not more or blank:
                     break
             cuts.append(min(fh.tell(), size))
     cuts.append(size)
     return sorted(set(cuts))
+
+
+def _skip_line(fh) -> tuple[bool, bool]:
+    """Move past the current line in bounded reads (a line may be 1 GiB); -> (blank, read anything)."""
+    raw = fh.readline(_DRAIN)
+    first, blank = raw, True
+    while raw:
+        blank = blank and not raw.strip()
+        if raw.endswith(b"\n"):
+            break
+        raw = fh.readline(_DRAIN)
+    return blank and bool(first), bool(first)
 
 
 def _parquet_pieces(f: Path, size: int, chunk: int) -> list[Piece]:
@@ -175,8 +197,9 @@ def _open_binary(u: Piece):
     return COMPRESSED[u.compression](u.path, "rb") if u.compression else open(u.path, "rb")
 
 
-def _lines(u: Piece, stats: ReadStats) -> Iterator[tuple[int, str]]:
-    """-> (1-based line number within the piece, decoded line); invalid UTF-8 lines skipped and counted."""
+def _lines(u: Piece, stats: ReadStats, max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[tuple[int, Optional[str]]]:
+    """-> (1-based line number within the piece, decoded line); invalid UTF-8 lines skipped and
+    counted; a line over `max_bytes` is never held: it is skipped in bounded reads and given as None."""
     try:
         fh = _open_binary(u)
     except FileNotFoundError:
@@ -188,13 +211,25 @@ def _lines(u: Piece, stats: ReadStats) -> Iterator[tuple[int, str]]:
         with fh:
             if u.start:
                 fh.seek(u.start)
-            for n, raw in enumerate(fh, 1):
+            n = 0
+            while True:
+                raw = fh.readline(max_bytes + 1)  # bounded: never more than max_bytes + 1 bytes
+                if not raw:
+                    break
+                n += 1
                 pos += len(raw)
                 stats.bytes += len(raw)
-                try:
-                    yield n, raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    stats.invalid_utf8_lines += 1
+                if len(raw) > max_bytes and not raw.endswith(b"\n"):
+                    while raw and not raw.endswith(b"\n"):  # drain the rest of the line
+                        raw = fh.readline(_DRAIN)
+                        pos += len(raw)
+                        stats.bytes += len(raw)
+                    yield n, None
+                else:
+                    try:
+                        yield n, raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        stats.invalid_utf8_lines += 1
                 if u.end >= 0 and pos >= u.end:
                     break
     except (EOFError, gzip.BadGzipFile, OSError, ValueError) as e:
@@ -208,9 +243,40 @@ def _lines(u: Piece, stats: ReadStats) -> Iterator[tuple[int, str]]:
         raise
 
 
-def _json_docs(u: Piece, column: str, stats: ReadStats) -> Iterator[str]:
+def _paragraphs(lines: Iterator[tuple[int, Optional[str]]], max_bytes: int, stats: ReadStats) -> Iterator[str]:
+    """corpus.paragraphs with a size cap: a paragraph over `max_bytes` (or holding an over-long
+    line) is dropped as it is read, never joined, and counted."""
+    buf: list[str] = []
+    size, over = 0, False
+    for _, line in lines:
+        if line is None:
+            over, buf, size = True, [], 0
+            continue
+        line = line.strip()
+        if line:
+            if not over:
+                buf.append(line)
+                size += len(line) + 1
+                if size > max_bytes:
+                    over, buf, size = True, [], 0
+        else:
+            if over:
+                stats.overlong_documents += 1
+            elif buf:
+                yield " ".join(buf)
+            buf, size, over = [], 0, False
+    if over:
+        stats.overlong_documents += 1
+    elif buf:
+        yield " ".join(buf)
+
+
+def _json_docs(u: Piece, column: str, stats: ReadStats, max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
     first_line = _first_line_number(u)
-    for n, line in _lines(u, stats):
+    for n, line in _lines(u, stats, max_bytes):
+        if line is None:
+            stats.overlong_documents += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -262,32 +328,38 @@ def _hub_docs(u: Piece, column: str) -> Iterator[str]:
         yield row[column]
 
 
-def documents(u: Piece, text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
-    """-> the piece's non-blank documents, in order."""
+def documents(u: Piece, text_column: str = "text", stats: Optional[ReadStats] = None,
+              max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
+    """-> the piece's non-blank documents of at most `max_bytes` (UTF-8), in order; longer ones
+    are skipped and counted in stats.overlong_documents."""
     stats = stats if stats is not None else ReadStats()
     if u.kind == "pydoc":
         it = iter(pydoc_documents())
     elif u.kind == "txt":
-        it = paragraphs(line for _, line in _lines(u, stats))
+        it = _paragraphs(_lines(u, stats, max_bytes), max_bytes, stats)
     elif u.kind == "json":
-        it = _json_docs(u, text_column, stats)
+        it = _json_docs(u, text_column, stats, max_bytes)
     elif u.kind == "parquet":
         it = _parquet_docs(u, text_column, stats)
     else:
         it = _hub_docs(u, text_column)
     for doc in it:
         if isinstance(doc, str) and doc.strip():
+            if u.kind in ("parquet", "hub", "pydoc") and len(doc) > max_bytes // 4 and len(doc.encode()) > max_bytes:
+                stats.overlong_documents += 1
+                continue
             stats.documents += 1
             if u.kind in ("pydoc", "hub"):
                 stats.bytes += len(doc.encode())
             yield doc
 
 
-def unit_documents(unit: list[Piece], text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
+def unit_documents(unit: list[Piece], text_column: str = "text", stats: Optional[ReadStats] = None,
+                   max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
     """-> the work unit's non-blank documents, piece after piece."""
     stats = stats if stats is not None else ReadStats()
     for piece in unit:
-        yield from documents(piece, text_column, stats)
+        yield from documents(piece, text_column, stats, max_bytes)
 
 
 def fingerprint(pieces: list[Piece]) -> list[list]:

@@ -6,7 +6,6 @@ the ranking and threshold metrics are reported too.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -80,6 +79,10 @@ def predict(model_path: str | Path, texts: Sequence[str], labels: Optional[np.nd
 
     model = load_model(model_path)
     pred = model.predict(texts)
+    bad = ~np.isfinite(np.asarray(pred["score"], dtype=np.float64))
+    if bad.any():  # a NaN score would label the text benign, and bare NaN is not JSON
+        raise MaskLabError(f"{model_path}: {int(bad.sum())} of {len(bad)} scores are NaN/infinite (first: text "
+                           f"{int(np.argmax(bad))}); the encoder or the bundle is damaged")
     names = model.info.get("label_names") or {"0": "benign", "1": "malicious"}
     rows = []
     for i, t in enumerate(texts):
@@ -88,7 +91,9 @@ def predict(model_path: str | Path, texts: Sequence[str], labels: Optional[np.nd
         if "probability" in pred:
             r["probability"] = round(float(pred["probability"][i]), 4)
         rows.append({**r, "text": t})
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    from masklab.downstream.run_files import dumps
+
+    lines = "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if out:
         from masklab.downstream.run_files import atomic_file
 

@@ -99,19 +99,25 @@ def source_hf_dir(model_path: str | Path, workdir: Path) -> Path:
 
 def build(hf_dir: Path, pooling: str, seed: int):
     """-> (model producing [B, 2] logits, HF tokenizer)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     if pooling not in ("cls", "mean"):
         raise MaskLabError(f"fine-tuning pooling must be cls or mean, not '{pooling}'")
     from masklab.downstream.encoders.source import require_safetensors
 
-    require_safetensors(hf_dir)
+    from masklab.pretrain.model.memory import check_hf_config_fits, check_weights_match, stored_params
+
+    require_safetensors(hf_dir)  # also refuses custom code (auto_map)
+    config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=False)
+    check_weights_match(config, hf_dir, stored_params(sorted(Path(hf_dir).glob("*.safetensors"))))
+    check_hf_config_fits(config, hf_dir, training=True)
     torch.manual_seed(seed)  # the new head's initialisation
-    tok = AutoTokenizer.from_pretrained(hf_dir)
+    tok = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=False)
     if pooling == "cls":
-        model = AutoModelForSequenceClassification.from_pretrained(hf_dir, num_labels=2, use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(hf_dir, num_labels=2, use_safetensors=True,
+                                                                   trust_remote_code=False)
     else:
-        model = MeanPoolClassifier(AutoModel.from_pretrained(hf_dir, use_safetensors=True))
+        model = MeanPoolClassifier(AutoModel.from_pretrained(hf_dir, use_safetensors=True, trust_remote_code=False))
     return model, tok
 
 
@@ -132,14 +138,17 @@ def load_finetuned(path: str | Path):
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    from masklab.downstream.encoders.source import require_safetensors
+
     p = Path(path)
     cfg = FinetuneConfig(**read_json(p / "masklab_finetune.json"))
+    require_safetensors(p)  # a folder holding only pytorch_model.bin is never unpickled; no auto_map code
     if cfg.pooling == "mean":
-        model = MeanPoolClassifier(AutoModel.from_pretrained(p))
+        model = MeanPoolClassifier(AutoModel.from_pretrained(p, use_safetensors=True, trust_remote_code=False))
         model.classifier.load_state_dict(load_file(str(p / "head.safetensors")))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(p)
-    return model.eval(), AutoTokenizer.from_pretrained(p), cfg
+        model = AutoModelForSequenceClassification.from_pretrained(p, use_safetensors=True, trust_remote_code=False)
+    return model.eval(), AutoTokenizer.from_pretrained(p, trust_remote_code=False), cfg
 
 
 def resolve_max_length(model, tok, cfg: FinetuneConfig) -> FinetuneConfig:
