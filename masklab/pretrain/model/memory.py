@@ -58,7 +58,7 @@ def available_bytes(device=None) -> tuple[int, str]:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n < 2**50 else f"{n / 2**40:.3g} TiB"
+    return f"{n / 2**30:.1f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
 
 
 def check_fits(keys: dict, n_params: int, training: bool, device=None, what: str = "the model") -> None:
