@@ -102,8 +102,9 @@ def build_engine(run: RunState) -> None:
     tc = run.cfg.train
     torch.manual_seed(tc.seed)
     m = run.cfg.model  # weights, gradients and AdamW state must fit before anything is allocated
+    zero = 8 + 8 / run.world.world_size if run.use_ds else None  # ZeRO-1/2: AdamW's moments are partitioned
     check_model_fits(m, m.vocab_size or padded_vocab_size(run.shards.tokenizer.vocab_size, m.pad_vocab_multiple),
-                     training=True, device=run.device)
+                     training=True, device=run.device, per_param=zero)
     model = build_model(run.cfg.model, run.shards.tokenizer, run.cfg.masking, run.cfg.kernels.backend).to(run.device)
     if run.ckpt is None:  # a new run; a resume takes its weights from its own checkpoint
         init_from.load_weights(model, run.cfg)

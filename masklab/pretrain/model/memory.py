@@ -61,10 +61,13 @@ def _gb(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
 
 
-def check_fits(keys: dict, n_params: int, training: bool, device=None, what: str = "the model") -> None:
-    """ConfigError naming `keys` (name -> value), the bytes needed and those available."""
-    per = TRAIN_BYTES if training else WEIGHT_BYTES
-    need = n_params * per
+def check_fits(keys: dict, n_params: int, training: bool, device=None, what: str = "the model",
+               per_param: Optional[float] = None) -> None:
+    """ConfigError naming `keys` (name -> value), the bytes needed and those available.
+    `per_param` overrides the bytes per parameter (DeepSpeed ZeRO partitions the AdamW state).
+    Activations are not counted: the estimate is a lower bound, so a refusal is never a false alarm."""
+    per = per_param if per_param is not None else (TRAIN_BYTES if training else WEIGHT_BYTES)
+    need = int(n_params * per)
     have, where = available_bytes(device)
     if need <= have:
         return
@@ -74,14 +77,14 @@ def check_fits(keys: dict, n_params: int, training: bool, device=None, what: str
                       f"{_gb(have)} is {where}: use a smaller model")
 
 
-def check_model_fits(model_cfg, vocab: int, training: bool, device=None) -> None:
+def check_model_fits(model_cfg, vocab: int, training: bool, device=None, per_param: Optional[float] = None) -> None:
     """Our ModelConfig (resolved vocab) -> check_fits, naming the model.* keys."""
     keys = {"model.hidden_size": int(model_cfg.hidden_size), "model.num_layers": int(model_cfg.num_layers),
             "model.intermediate_size": int(model_cfg.intermediate_size), "vocab": int(vocab),
             "model.max_position_embeddings": int(model_cfg.max_position_embeddings)}
     n = encoder_params(*(keys[k] for k in ("vocab", "model.hidden_size", "model.num_layers",
                                            "model.intermediate_size", "model.max_position_embeddings")))
-    check_fits(keys, n, training, device)
+    check_fits(keys, n, training, device, per_param=per_param)
 
 
 def hf_config_params(config) -> tuple[dict, int]:
