@@ -16,9 +16,6 @@ documents in `text_column`), .parquet; .gz/.bz2/.zst compressed forms of .txt/.j
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,27 +23,13 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from masklab.data_prep.corpus import pydoc_documents
+from masklab.data_prep.lines import (COMPRESSED, MAX_DOCUMENT_BYTES, ReadStats, bounded_paragraphs, read_lines,
+                                     skip_line)
 from masklab.errors import DataError
 
 TEXT_EXT = (".txt",)
 JSON_EXT = (".jsonl", ".json")
 PARQUET_EXT = (".parquet",)
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".zst": None}  # zstandard is opened lazily
-
-
-@dataclass
-class ReadStats:
-    documents: int = 0
-    bytes: int = 0
-    invalid_utf8_lines: int = 0
-    overlong_documents: int = 0  # documents (or lines) over max_document_bytes, skipped
-
-
-# A document (a paragraph, a JSON line, a parquet cell) longer than this is skipped with a count:
-# a 4.6 MB .gz can hold one 1 GiB line, and reading it whole took 4.6 GB before the tokenizer died.
-# Lines are read in pieces of at most this size, so memory per reader is bounded by construction.
-MAX_DOCUMENT_BYTES = 8 << 20
-_DRAIN = 1 << 20  # the rest of an over-long line is skipped in reads of this size
 
 
 # Groups of small files are smaller than a split piece so that a few-GB corpus of small files
@@ -140,26 +123,14 @@ def _cut_points(f: Path, size: int, chunk: int, paragraph: bool) -> list[int]:
     with open(f, "rb") as fh:
         for target in range(chunk, size, chunk):
             fh.seek(max(target, cuts[-1]))
-            _skip_line(fh)  # to the next line start
+            skip_line(fh)  # to the next line start
             while paragraph:
-                blank, more = _skip_line(fh)
+                blank, more = skip_line(fh)
                 if not more or blank:
                     break
             cuts.append(min(fh.tell(), size))
     cuts.append(size)
     return sorted(set(cuts))
-
-
-def _skip_line(fh) -> tuple[bool, bool]:
-    """Move past the current line in bounded reads (a line may be 1 GiB); -> (blank, read anything)."""
-    raw = fh.readline(_DRAIN)
-    first, blank = raw, True
-    while raw:
-        blank = blank and not raw.strip()
-        if raw.endswith(b"\n"):
-            break
-        raw = fh.readline(_DRAIN)
-    return blank and bool(first), bool(first)
 
 
 def _parquet_pieces(f: Path, size: int, chunk: int) -> list[Piece]:
@@ -188,92 +159,9 @@ def _hub_pieces(name: str) -> list[Piece]:
     return [Piece("hub", name, "", i, i + 1) for i in range(ds.num_shards)]
 
 
-def _open_binary(u: Piece):
-    if u.compression == ".zst":
-        import zstandard
-
-        # the raw reader cannot iterate lines; a buffered wrapper can
-        return io.BufferedReader(zstandard.open(u.path, "rb"))
-    return COMPRESSED[u.compression](u.path, "rb") if u.compression else open(u.path, "rb")
-
-
-def _lines(u: Piece, stats: ReadStats, max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[tuple[int, Optional[str]]]:
-    """-> (1-based line number within the piece, decoded line); invalid UTF-8 lines skipped and
-    counted; a line over `max_bytes` is never held: it is skipped in bounded reads and given as None."""
-    try:
-        fh = _open_binary(u)
-    except FileNotFoundError:
-        raise DataError(f"{u.path} vanished while prep was running") from None
-    except OSError as e:
-        raise DataError(f"cannot read {u.path}: {e.strerror or e}") from None
-    pos = u.start
-    try:
-        with fh:
-            if u.start:
-                fh.seek(u.start)
-            n = 0
-            while True:
-                raw = fh.readline(max_bytes + 1)  # bounded: never more than max_bytes + 1 bytes
-                if not raw:
-                    break
-                n += 1
-                pos += len(raw)
-                stats.bytes += len(raw)
-                if len(raw) > max_bytes and not raw.endswith(b"\n"):
-                    while raw and not raw.endswith(b"\n"):  # drain the rest of the line
-                        raw = fh.readline(_DRAIN)
-                        pos += len(raw)
-                        stats.bytes += len(raw)
-                    yield n, None
-                else:
-                    try:
-                        yield n, raw.decode("utf-8")
-                    except UnicodeDecodeError:
-                        stats.invalid_utf8_lines += 1
-                if u.end >= 0 and pos >= u.end:
-                    break
-    except (EOFError, gzip.BadGzipFile, OSError, ValueError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise DataError(f"{u.path} vanished while prep was running") from None
-        what = f"compressed ({u.compression}) " if u.compression else ""
-        raise DataError(f"cannot read {what}file {u.path}: truncated or corrupt ({e})") from None
-    except Exception as e:  # zstandard raises its own ZstdError
-        if type(e).__name__ == "ZstdError":
-            raise DataError(f"cannot read compressed (.zst) file {u.path}: truncated or corrupt ({e})") from None
-        raise
-
-
-def _paragraphs(lines: Iterator[tuple[int, Optional[str]]], max_bytes: int, stats: ReadStats) -> Iterator[str]:
-    """corpus.paragraphs with a size cap: a paragraph over `max_bytes` (or holding an over-long
-    line) is dropped as it is read, never joined, and counted."""
-    buf: list[str] = []
-    size, over = 0, False
-    for _, line in lines:
-        if line is None:
-            over, buf, size = True, [], 0
-            continue
-        line = line.strip()
-        if line:
-            if not over:
-                buf.append(line)
-                size += len(line) + 1
-                if size > max_bytes:
-                    over, buf, size = True, [], 0
-        else:
-            if over:
-                stats.overlong_documents += 1
-            elif buf:
-                yield " ".join(buf)
-            buf, size, over = [], 0, False
-    if over:
-        stats.overlong_documents += 1
-    elif buf:
-        yield " ".join(buf)
-
-
 def _json_docs(u: Piece, column: str, stats: ReadStats, max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
     first_line = _first_line_number(u)
-    for n, line in _lines(u, stats, max_bytes):
+    for n, line in read_lines(u, stats, max_bytes):
         if line is None:
             stats.overlong_documents += 1
             continue
@@ -336,7 +224,7 @@ def documents(u: Piece, text_column: str = "text", stats: Optional[ReadStats] = 
     if u.kind == "pydoc":
         it = iter(pydoc_documents())
     elif u.kind == "txt":
-        it = _paragraphs(_lines(u, stats, max_bytes), max_bytes, stats)
+        it = bounded_paragraphs(read_lines(u, stats, max_bytes), max_bytes, stats)
     elif u.kind == "json":
         it = _json_docs(u, text_column, stats, max_bytes)
     elif u.kind == "parquet":

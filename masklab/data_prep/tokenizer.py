@@ -99,7 +99,8 @@ def load_tokenizer(path: str | Path) -> tuple[Tokenizer, TokenizerInfo]:
     except BaseException as e:  # noqa: B036 (a Rust panic is a BaseException)
         if not (isinstance(e, Exception) or is_rust_panic(e)):
             raise
-        raise DataError(f"cannot load tokenizer {f}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot load tokenizer {f}: {why}") from None
     # an HF model's tokenizer.json may pad / truncate to a fixed length: prep encodes whole
     # documents and the collator chunks them, so both are always off for encoding
     tok.no_padding()
