@@ -136,6 +136,11 @@ def test_nan_threshold_or_coefficients_are_refused(separable, tmp_path, where):
         match = r"step clf's fitted coef_ holds 1 NaN/infinite value"
     with pytest.raises(MaskLabError, match=match):
         load_bundle(b)
+    if where == "threshold":  # and none is written
+        from masklab.downstream.classifiers.bundle import save_bundle
+        with pytest.raises(MaskLabError, match="refusing to save a bundle with decision threshold nan"):
+            save_bundle(tmp_path / "b2", None, "lr", {"kind": "precomputed"}, float("nan"))
+        assert not (tmp_path / "b2").exists()
 
 
 def test_written_json_is_always_valid(tmp_path):

@@ -87,6 +87,8 @@ def save_bundle(out: str | Path, clf, name: str, encoder_spec: dict, threshold: 
     `extra` (JSON) may hold calibration, thresholds, training provenance."""
     from safetensors.numpy import save_file
 
+    if not np.isfinite(threshold):  # a NaN threshold labels every text benign
+        raise MaskLabError(f"refusing to save a bundle with decision threshold {threshold}")
     storage = _storage(clf)
     info = {"format": FORMAT, "version": VERSION, "classifier": name, "encoder": encoder_spec,
             "threshold": float(threshold), "label_names": {str(k): v for k, v in (label_names or {}).items()},
