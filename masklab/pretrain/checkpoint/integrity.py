@@ -69,6 +69,7 @@ def write_manifest(ckpt: Path, key: Optional[bytes]) -> None:
 
 ALLOW_FLAG = "--allow-missing-checksums"
 _allow_missing = False  # set once by the entry point: the CLI flag or train.allow_missing_checksums
+_warned: set[str] = set()
 
 
 def allow_missing_checksums(on: bool = True) -> None:
@@ -101,7 +102,9 @@ def verify_manifest(ckpt: Path, key: Optional[bytes] = None, only: Optional[list
             raise CheckpointError(f"{ckpt} has no {MANIFEST}: its files cannot be checked (deleted, or a checkpoint "
                                   f"from before checksums); if you trust it, pass {ALLOW_FLAG} "
                                   "(train.allow_missing_checksums=true for training)")
-        log.warning("%s has no %s: loading it unchecked (missing checksums allowed)", ckpt, MANIFEST)
+        if str(ckpt) not in _warned:  # once per checkpoint (it is verified per file group)
+            _warned.add(str(ckpt))
+            log.warning("%s has no %s: loading it unchecked (missing checksums allowed)", ckpt, MANIFEST)
         return False
     try:
         body = json.loads(path.read_text())
