@@ -104,7 +104,6 @@ def build(hf_dir: Path, pooling: str, seed: int):
     if pooling not in ("cls", "mean"):
         raise MaskLabError(f"fine-tuning pooling must be cls or mean, not '{pooling}'")
     from masklab.downstream.encoders.source import require_safetensors
-
     from masklab.pretrain.model.memory import check_hf_config_fits, check_weights_match, stored_params
 
     require_safetensors(hf_dir)  # also refuses custom code (auto_map)
