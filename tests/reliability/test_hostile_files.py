@@ -245,19 +245,21 @@ def test_catastrophic_tokenizer_regex_is_one_line_and_leaves_nothing(tmp_path):
 
 # --- item 14: Ctrl-C saves like SIGTERM; a second one aborts ---------------------------------------
 def test_ctrl_c_saves_a_checkpoint_and_exits(prepared_data, tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the trainer and its
+    data-loader worker. The trainer saves at the step boundary (torch's worker exits quietly on it)."""
     run = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, "-m", "masklab.cli", "train", "configs/smoke_cpu.yaml", *TINY,
                           f"data.shards={prepared_data}", f"train.out_dir={run}", "train.max_steps=100000",
-                          "train.save_every=100000", "train.eval_every=100000"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "train.save_every=100000", "train.eval_every=100000", "data.num_workers=1"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = run / "metrics.jsonl"
     t0 = time.time()
     while time.time() - t0 < 180 and p.poll() is None:
         if log.exists() and sum('"loss"' in line for line in log.read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
-    p.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends (the group: trainer and worker)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-3000:]
     assert "received SIGINT: will save and stop" in err
