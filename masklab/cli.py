@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for stage in sub.choices.values():  # every stage that may load a checkpoint (resume, export, evaluate, embed, ...)
+        stage.add_argument("--allow-missing-checksums", action="store_true",
+                           help="load MaskLab checkpoints that have no SHA256SUMS.json (their files are not checked)")
     return parser
 
 
@@ -49,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    if getattr(args, "allow_missing_checksums", False):
+        from masklab.pretrain.checkpoint.integrity import allow_missing_checksums
+
+        allow_missing_checksums(True)
     try:
         return int(args.func(args) or 0)
     except MaskLabError as e:

@@ -117,6 +117,20 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
+def _refuse_interpolations(node: Any, source: str, key: str = "") -> None:
+    """Saved configs are written resolved (`to_yaml`), so they are plain data: a `${...}` in one
+    would read the loader's environment (`${oc.env:...}`), call a resolver, or loop on itself."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _refuse_interpolations(v, source, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _refuse_interpolations(v, source, f"{key}[{i}]")
+    elif isinstance(node, str) and "${" in node:
+        raise ConfigError(f"{source}: '{key}' holds an interpolation ({node[:60]!r}); a saved config is plain "
+                          "data (MaskLab writes it resolved), so interpolations and resolvers are refused")
+
+
 def from_yaml_text(text: str, source: str = "saved config") -> DictConfig:
     """Rebuild a (struct, validated) config from the YAML saved beside a checkpoint; anything else
     (random bytes, broken YAML, a list, an empty file) is one ConfigError naming `source`."""
@@ -127,8 +141,9 @@ def from_yaml_text(text: str, source: str = "saved config") -> DictConfig:
     except Exception as e:  # yaml.YAMLError, and OmegaConf's own errors for odd scalars
         raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if not isinstance(saved, DictConfig) or not saved:
-        got = "an empty file" if not saved else f"a {type(OmegaConf.to_container(saved)).__name__}"
+        got = "an empty file" if not saved else f"a {type(OmegaConf.to_container(saved, resolve=False)).__name__}"
         raise ConfigError(f"{source}: must be a mapping (the resolved config a checkpoint stores), got {got}")
+    _refuse_interpolations(OmegaConf.to_container(saved, resolve=False), source)
     cfg = _merge(cfg, saved, source)
     validate(cfg)
     return cfg

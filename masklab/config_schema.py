@@ -122,6 +122,8 @@ class TrainConfig:
     allow_tf32: bool = True  # CUDA: fp32 matmuls on TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32)
     # load DeepSpeed state (pickle: code can run) from a checkpoint not signed by this out_dir's run key
     trust_checkpoint: bool = False
+    # load (resume, init_from) a checkpoint that has no SHA256SUMS.json, its files unchecked
+    allow_missing_checksums: bool = False
     # continued pretraining: start a NEW run (step 0, fresh optimizer) from an HF directory or a
     # MaskLab run / checkpoint; the model section comes from the source (pretrain/hf/init_from.py)
     init_from: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from masklab.data_prep.prep import EXECUTORS, PrepOptions, prepare
+from masklab.data_prep.sources import MAX_DOCUMENT_BYTES
 
 
 def _prep(args: argparse.Namespace) -> int:
@@ -14,6 +15,7 @@ def _prep(args: argparse.Namespace) -> int:
                        shard_tokens=args.shard_tokens, num_proc=args.num_proc, seed=args.seed,
                        overwrite=args.overwrite, chunk_bytes=args.chunk_bytes,
                        tokenizer_sample_bytes=args.tokenizer_sample_bytes, executor=args.executor, tasks=args.tasks,
+                       max_document_bytes=args.max_document_bytes,
                        partition=args.partition, slurm_time=args.time, cpus_per_task=args.cpus_per_task,
                        mem_per_cpu_gb=args.mem_per_cpu_gb, wait=args.wait)
     out = prepare(opts)
@@ -40,6 +42,9 @@ def register(sub) -> None:
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--tokenizer-sample-bytes", type=int, default=1 << 30,
                    help="train the tokenizer on about this many bytes, drawn from every file (default 1 GiB)")
+    p.add_argument("--max-document-bytes", type=int, default=MAX_DOCUMENT_BYTES,
+                   help="skip (and count) documents and lines longer than this; lines are read in pieces of "
+                        "this size, so memory stays bounded (default 8 MiB)")
     p.add_argument("--cased", action="store_true", help="do not lowercase")
     p.add_argument("--validation-fraction", type=float, default=0.05)
     p.add_argument("--max-documents", type=int, help="keep only the first N documents (with --num-proc 1)")

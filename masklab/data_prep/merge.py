@@ -66,6 +66,10 @@ def merge(work: Path, out: Path) -> Path:
     invalid = sum(r["invalid_utf8_lines"] for r in recs)
     if invalid:
         log.warning("skipped %d line(s) with invalid UTF-8 in %s", invalid, opts["source"])
+    overlong = sum(r.get("overlong_documents", 0) for r in recs)
+    if overlong:
+        log.warning("skipped %d document(s) longer than --max-document-bytes=%d in %s", overlong,
+                    opts.get("max_document_bytes", 0), opts["source"])
     _, info = load_tokenizer(work / "tokenizer")
     manifest = {
         "format": FORMAT,
@@ -78,6 +82,7 @@ def merge(work: Path, out: Path) -> Path:
         "cjk_segmenter": opts["cjk_segmenter"],
         "counts": counts,
         "invalid_utf8_lines_skipped": invalid,
+        "overlong_documents_skipped": overlong,
         "bytes_read": sum(r["bytes"] for r in recs),
         "units": len(recs),
         "splits": splits,

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from masklab.data_prep.sources import Piece, ReadStats, documents, fingerprint, group_pieces, plan_pieces
+from masklab.data_prep.sources import (MAX_DOCUMENT_BYTES, Piece, ReadStats, documents, fingerprint, group_pieces,
+                                      plan_pieces)
 from masklab.data_prep.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from masklab.errors import DataError
 
@@ -41,6 +42,7 @@ class PlanOptions:
     tokenizer_sample_bytes: int
     seed: int
     max_documents: Optional[int]
+    max_document_bytes: int = MAX_DOCUMENT_BYTES  # longer documents are skipped and counted
 
     def __post_init__(self):  # paths given as Path objects (the Python API): the plan is JSON
         self.source = str(self.source)
@@ -87,7 +89,8 @@ def make_plan(opts: PlanOptions, work: Path) -> dict:
         log.info("training a %s tokenizer (vocab %d) on a sample of at most %d bytes",
                  opts.tokenizer_kind, opts.vocab_size, opts.tokenizer_sample_bytes)
         stats = ReadStats()
-        tok = train_tokenizer(sample_documents(pieces, opts.text_column, opts.tokenizer_sample_bytes, stats),
+        tok = train_tokenizer(sample_documents(pieces, opts.text_column, opts.tokenizer_sample_bytes, stats,
+                                               opts.max_document_bytes),
                               vocab_size=opts.vocab_size, kind=opts.tokenizer_kind, lowercase=opts.lowercase)
         if stats.documents == 0:
             raise DataError(f"corpus {opts.source} is empty: no non-blank text found")
@@ -99,7 +102,8 @@ def make_plan(opts: PlanOptions, work: Path) -> dict:
     return plan
 
 
-def sample_documents(pieces: list[Piece], text_column: str, budget: int, stats: ReadStats) -> Iterator[str]:
+def sample_documents(pieces: list[Piece], text_column: str, budget: int, stats: ReadStats,
+                     max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
     """A deterministic sample of about `budget` bytes spread over all pieces: each piece gives
     the head of its documents in proportion to its size (all of it when the corpus is smaller)."""
     sizes = [max(u.size, 1) for u in pieces]
@@ -109,7 +113,7 @@ def sample_documents(pieces: list[Piece], text_column: str, budget: int, stats: 
         if share <= 0:
             continue
         start = stats.bytes
-        for doc in documents(u, text_column, stats):
+        for doc in documents(u, text_column, stats, max_bytes):
             yield doc
             if stats.bytes - start >= share:
                 break

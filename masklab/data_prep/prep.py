@@ -26,6 +26,7 @@ from masklab.data_prep import executors
 from masklab.data_prep.claim import PrepClaim
 from masklab.data_prep.merge import IncompletePrep, merge
 from masklab.data_prep.plan import PlanOptions, make_plan, work_dir
+from masklab.data_prep.sources import MAX_DOCUMENT_BYTES
 from masklab.errors import ConfigError, DataError
 
 log = logging.getLogger("masklab.data_prep")
@@ -50,6 +51,7 @@ class PrepOptions:
     overwrite: bool = False
     chunk_bytes: int = 64 << 20  # a unit of work: files above this are split by byte ranges
     tokenizer_sample_bytes: int = 1 << 30
+    max_document_bytes: int = MAX_DOCUMENT_BYTES  # longer documents / lines are skipped with a count
     executor: str = "none"  # none (process pool of num_proc) | local | slurm (datatrove)
     tasks: int = 1
     partition: Optional[str] = None
@@ -70,7 +72,8 @@ def _check(opts: PrepOptions) -> None:
         raise DataError(f"validation fraction {opts.validation_fraction} must lie in [0, 1)")
     if opts.executor not in EXECUTORS:
         raise ConfigError(f"--executor '{opts.executor}' is not one of {', '.join(EXECUTORS)}")
-    for name in ("num_proc", "tasks", "chunk_bytes", "shard_tokens", "tokenizer_sample_bytes", "vocab_size"):
+    for name in ("num_proc", "tasks", "chunk_bytes", "shard_tokens", "tokenizer_sample_bytes", "vocab_size",
+                 "max_document_bytes"):
         if getattr(opts, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(opts, name)})")
     if opts.max_documents is not None and (opts.num_proc > 1 or opts.executor != "none"):

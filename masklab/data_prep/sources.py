@@ -7,36 +7,29 @@ small files grouped up to `chunk_bytes / GROUP_DIVISOR`, so the number of units 
 unit records and manifest entries) grows with the corpus bytes, not with its file count. Both
 lists depend only on the corpus and `chunk_bytes`, never on the number of processes or tasks,
 so every parallel setting writes the same shards in the same order. Memory per reader is one
-line / one parquet batch, whatever the file size.
+line / one parquet batch, whatever the file size, and a line is read in pieces of at most
+`max_document_bytes` (documents over it are skipped with a count), so a compression bomb of one
+1 GiB line costs a few MB.
 
 Formats: .txt (a document is a paragraph: lines up to a blank line), .jsonl/.json (JSON lines,
 documents in `text_column`), .parquet; .gz/.bz2/.zst compressed forms of .txt/.jsonl/.json.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from masklab.data_prep.corpus import paragraphs, pydoc_documents
+from masklab.data_prep.corpus import pydoc_documents
+from masklab.data_prep.lines import (COMPRESSED, MAX_DOCUMENT_BYTES, ReadStats, bounded_paragraphs, read_lines,
+                                     skip_line)
 from masklab.errors import DataError
 
 TEXT_EXT = (".txt",)
 JSON_EXT = (".jsonl", ".json")
 PARQUET_EXT = (".parquet",)
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".zst": None}  # zstandard is opened lazily
-
-
-@dataclass
-class ReadStats:
-    documents: int = 0
-    bytes: int = 0
-    invalid_utf8_lines: int = 0
 
 
 # Groups of small files are smaller than a split piece so that a few-GB corpus of small files
@@ -130,10 +123,10 @@ def _cut_points(f: Path, size: int, chunk: int, paragraph: bool) -> list[int]:
     with open(f, "rb") as fh:
         for target in range(chunk, size, chunk):
             fh.seek(max(target, cuts[-1]))
-            fh.readline()  # to the next line start
+            skip_line(fh)  # to the next line start
             while paragraph:
-                line = fh.readline()
-                if not line or not line.strip():
+                blank, more = skip_line(fh)
+                if not more or blank:
                     break
             cuts.append(min(fh.tell(), size))
     cuts.append(size)
@@ -166,51 +159,12 @@ def _hub_pieces(name: str) -> list[Piece]:
     return [Piece("hub", name, "", i, i + 1) for i in range(ds.num_shards)]
 
 
-def _open_binary(u: Piece):
-    if u.compression == ".zst":
-        import zstandard
-
-        # the raw reader cannot iterate lines; a buffered wrapper can
-        return io.BufferedReader(zstandard.open(u.path, "rb"))
-    return COMPRESSED[u.compression](u.path, "rb") if u.compression else open(u.path, "rb")
-
-
-def _lines(u: Piece, stats: ReadStats) -> Iterator[tuple[int, str]]:
-    """-> (1-based line number within the piece, decoded line); invalid UTF-8 lines skipped and counted."""
-    try:
-        fh = _open_binary(u)
-    except FileNotFoundError:
-        raise DataError(f"{u.path} vanished while prep was running") from None
-    except OSError as e:
-        raise DataError(f"cannot read {u.path}: {e.strerror or e}") from None
-    pos = u.start
-    try:
-        with fh:
-            if u.start:
-                fh.seek(u.start)
-            for n, raw in enumerate(fh, 1):
-                pos += len(raw)
-                stats.bytes += len(raw)
-                try:
-                    yield n, raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    stats.invalid_utf8_lines += 1
-                if u.end >= 0 and pos >= u.end:
-                    break
-    except (EOFError, gzip.BadGzipFile, OSError, ValueError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise DataError(f"{u.path} vanished while prep was running") from None
-        what = f"compressed ({u.compression}) " if u.compression else ""
-        raise DataError(f"cannot read {what}file {u.path}: truncated or corrupt ({e})") from None
-    except Exception as e:  # zstandard raises its own ZstdError
-        if type(e).__name__ == "ZstdError":
-            raise DataError(f"cannot read compressed (.zst) file {u.path}: truncated or corrupt ({e})") from None
-        raise
-
-
-def _json_docs(u: Piece, column: str, stats: ReadStats) -> Iterator[str]:
+def _json_docs(u: Piece, column: str, stats: ReadStats, max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
     first_line = _first_line_number(u)
-    for n, line in _lines(u, stats):
+    for n, line in read_lines(u, stats, max_bytes):
+        if line is None:
+            stats.overlong_documents += 1
+            continue
         if not line.strip():
             continue
         try:
@@ -262,32 +216,38 @@ def _hub_docs(u: Piece, column: str) -> Iterator[str]:
         yield row[column]
 
 
-def documents(u: Piece, text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
-    """-> the piece's non-blank documents, in order."""
+def documents(u: Piece, text_column: str = "text", stats: Optional[ReadStats] = None,
+              max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
+    """-> the piece's non-blank documents of at most `max_bytes` (UTF-8), in order; longer ones
+    are skipped and counted in stats.overlong_documents."""
     stats = stats if stats is not None else ReadStats()
     if u.kind == "pydoc":
         it = iter(pydoc_documents())
     elif u.kind == "txt":
-        it = paragraphs(line for _, line in _lines(u, stats))
+        it = bounded_paragraphs(read_lines(u, stats, max_bytes), max_bytes, stats)
     elif u.kind == "json":
-        it = _json_docs(u, text_column, stats)
+        it = _json_docs(u, text_column, stats, max_bytes)
     elif u.kind == "parquet":
         it = _parquet_docs(u, text_column, stats)
     else:
         it = _hub_docs(u, text_column)
     for doc in it:
         if isinstance(doc, str) and doc.strip():
+            if u.kind in ("parquet", "hub", "pydoc") and len(doc) > max_bytes // 4 and len(doc.encode()) > max_bytes:
+                stats.overlong_documents += 1
+                continue
             stats.documents += 1
             if u.kind in ("pydoc", "hub"):
                 stats.bytes += len(doc.encode())
             yield doc
 
 
-def unit_documents(unit: list[Piece], text_column: str = "text", stats: Optional[ReadStats] = None) -> Iterator[str]:
+def unit_documents(unit: list[Piece], text_column: str = "text", stats: Optional[ReadStats] = None,
+                   max_bytes: int = MAX_DOCUMENT_BYTES) -> Iterator[str]:
     """-> the work unit's non-blank documents, piece after piece."""
     stats = stats if stats is not None else ReadStats()
     for piece in unit:
-        yield from documents(piece, text_column, stats)
+        yield from documents(piece, text_column, stats, max_bytes)
 
 
 def fingerprint(pieces: list[Piece]) -> list[list]:

@@ -75,6 +75,19 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def is_rust_panic(e: BaseException) -> bool:
+    """tokenizers' Rust panics (pyo3's PanicException, a BaseException: `except Exception` misses
+    it), e.g. a pre-tokenizer regex hitting Oniguruma's retry limit on some input."""
+    return type(e).__name__ == "PanicException"
+
+
+def panic_error(e: BaseException, tokenizer: str, what: str) -> DataError:
+    """One line naming the tokenizer file for a Rust panic."""
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return DataError(f"tokenizer {tokenizer} crashed while {what}: {msg} (a pre-tokenizer regex with catastrophic "
+                     "backtracking?); use another tokenizer")
+
+
 def load_tokenizer(path: str | Path) -> tuple[Tokenizer, TokenizerInfo]:
     """`path`: a tokenizer.json file or a directory holding one (ours or an HF model dir)."""
     p = Path(path)
@@ -83,8 +96,11 @@ def load_tokenizer(path: str | Path) -> tuple[Tokenizer, TokenizerInfo]:
         raise DataError(f"tokenizer not found: {f} (run `masklab prep` or point --tokenizer at a tokenizer.json)")
     try:
         tok = Tokenizer.from_file(str(f))
-    except Exception as e:
-        raise DataError(f"cannot load tokenizer {f}: {e}") from None
+    except BaseException as e:  # noqa: B036 (a Rust panic is a BaseException)
+        if not (isinstance(e, Exception) or is_rust_panic(e)):
+            raise
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot load tokenizer {f}: {why}") from None
     # an HF model's tokenizer.json may pad / truncate to a fixed length: prep encodes whole
     # documents and the collator chunks them, so both are always off for encoding
     tok.no_padding()

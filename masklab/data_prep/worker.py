@@ -18,8 +18,8 @@ import numpy as np
 from masklab.data_prep.encode import encode_documents
 from masklab.data_prep.plan import UNITS_DIR, corpus_digest, units_of
 from masklab.data_prep.shard_writer import ShardWriter
-from masklab.data_prep.sources import ReadStats, unit_documents
-from masklab.data_prep.tokenizer import TOKENIZER_FILE, file_sha256, load_tokenizer
+from masklab.data_prep.sources import MAX_DOCUMENT_BYTES, ReadStats, unit_documents
+from masklab.data_prep.tokenizer import TOKENIZER_FILE, file_sha256, is_rust_panic, load_tokenizer, panic_error
 
 log = logging.getLogger("masklab.data_prep")
 BATCH_DOCS = 512
@@ -54,7 +54,13 @@ def encode_unit(work: Path, plan: dict, index: int, progress: Optional[Progress]
 
     def flush():
         nonlocal seen_bytes
-        enc = encode_documents(tok, batch, opts["validation_fraction"], opts["seed"], opts["cjk_segmenter"])
+        try:
+            enc = encode_documents(tok, batch, opts["validation_fraction"], opts["seed"], opts["cjk_segmenter"])
+        except BaseException as e:  # noqa: B036 (a Rust panic is a BaseException)
+            if not is_rust_panic(e):
+                raise
+            raise panic_error(e, plan.get("tokenizer_source", str(work / "tokenizer")),
+                              f"encoding {unit[0].path}") from None
         val = enc.validation
         tok_val = np.repeat(val, enc.lengths)  # per document -> per token
         writers["train"].add(enc.ids[~tok_val], enc.starts[~tok_val], enc.lengths[~val])
@@ -64,7 +70,7 @@ def encode_unit(work: Path, plan: dict, index: int, progress: Optional[Progress]
         seen_bytes = stats.bytes
         batch.clear()
 
-    for doc in unit_documents(unit, opts["text_column"], stats):
+    for doc in unit_documents(unit, opts["text_column"], stats, opts.get("max_document_bytes", MAX_DOCUMENT_BYTES)):
         batch.append(doc)
         if max_documents is not None and stats.documents >= max_documents:
             break
@@ -78,6 +84,7 @@ def encode_unit(work: Path, plan: dict, index: int, progress: Optional[Progress]
         flush()
     rec = {"unit": index, "splits": {s: w.close() for s, w in writers.items()}, "documents": stats.documents,
            "bytes": stats.bytes, "invalid_utf8_lines": stats.invalid_utf8_lines,
+           "overlong_documents": stats.overlong_documents,
            # what these shards were encoded with: the merge refuses a unit made under another plan
            "tokenizer_sha256": tok_sha, "corpus_fingerprint": corpus_digest(plan)}
     tmp = rec_path.with_suffix(".tmp")

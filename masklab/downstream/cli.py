@@ -285,10 +285,10 @@ def _carry(args) -> int:
     spec = CarrierSpec(args.carriers, args.copies, (lo, hi), args.plain, args.seed)
     plain_cols = dict(kv.split("=", 1) for kv in args.plain_column or [])
     out = carried(data, spec, args.keep_original, stream=args.stream, plain_columns=plain_cols)
-    import json
+    from masklab.downstream.run_files import dumps
 
     names = out.label_names
-    atomic_file(args.out, "".join(json.dumps({**r, "label": names.get(r["label"], r["label"])}, ensure_ascii=False)
+    atomic_file(args.out, "".join(dumps({**r, "label": names.get(r["label"], r["label"])}, ensure_ascii=False)
                                   + "\n" for r in out.to_records()))
     print(f"wrote {len(out)} rows ({int(out.labels.sum())} {names.get(1, 'positive')}) to {args.out}")
     return 0

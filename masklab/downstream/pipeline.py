@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from masklab.downstream.run_files import atomic_dir, read_json, write_json, write_run
+from masklab.downstream.run_files import atomic_dir, dumps, read_json, write_json, write_run
 from masklab.downstream.classifiers.bundle import save_bundle
 from masklab.downstream.classifiers.models import Settings, cross_validate, fit
 from masklab.downstream.data.labelled import LabelledData, check_binary, load_bastion
@@ -32,7 +32,7 @@ def embed(model_path: str, data: LabelledData, out: str | Path, pooling: Optiona
         np.save(tmp / "labels.npy", data.labels)
         with open(tmp / "texts.jsonl", "w", encoding="utf-8") as f:
             for r in data.to_records():
-                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+                f.write(dumps(r, ensure_ascii=False, default=str) + "\n")
         write_json(tmp / "meta.json", {"encoder": enc.spec(), "source": data.source, "n": len(data),
                                        "dim": int(X.shape[1]), "label_names": data.label_names})
     log.info("wrote %d x %d embeddings to %s", X.shape[0], X.shape[1], out)

@@ -235,6 +235,10 @@ def predict(model_path: str | Path, texts: Sequence[str], labels: Optional[np.nd
     if model.calibration is None:
         log.info("%s has no calibration: probability = sigmoid(score)", model_path)
     s = model.scores(texts)
+    bad = ~np.isfinite(np.asarray(s, dtype=np.float64))
+    if bad.any():  # a NaN score would label the text benign, and bare NaN is not JSON
+        raise MaskLabError(f"{model_path}: {int(bad.sum())} of {len(bad)} scores are NaN/infinite (first: text "
+                           f"{int(np.argmax(bad))}); the encoder or the bundle is damaged")
     rows = rows_for(model, texts, list(range(len(texts))) if ids is None else ids, s)
     fmt = fmt or ("csv" if out and str(out).lower().endswith(".csv") else "jsonl")
     text = format_rows(rows, fmt)

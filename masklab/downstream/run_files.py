@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,28 @@ def _default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def finite_json(obj):
+    """obj with NaN/infinite floats (Python or numpy, arrays included) as None: bare NaN is not JSON,
+    and strict readers (jq, JavaScript, Go) reject the whole file."""
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite_json(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """json.dumps that never writes invalid JSON (NaN/Infinity become null)."""
+    kw.setdefault("default", _default)
+    return json.dumps(finite_json(obj), allow_nan=False, **kw)
+
+
 def write_json(path: Path, obj) -> None:
-    Path(path).write_text(json.dumps(obj, indent=1, default=_default))
+    Path(path).write_text(dumps(obj, indent=1))
 
 
 def read_json(path: Path):
@@ -59,4 +80,4 @@ def write_run(d: Path, kind: str, source: str, encoder: dict, results: dict, lab
     np.save(d / "labels.npy", np.asarray(labels, dtype=np.int64))
     with open(d / "texts.jsonl", "w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r, ensure_ascii=False, default=_default) + "\n")
+            f.write(dumps(r, ensure_ascii=False) + "\n")

@@ -17,7 +17,8 @@ STORAGE = {"lr": "arrays", "svm_linear": "arrays", "xgb": "xgboost", "svm_rbf": 
 def test_every_classifier_round_trips_in_its_storage(name, scale, separable, tmp_path):
     X, y = separable
     clf = make_classifier(name, settings=Settings(scale=scale)).fit(X, y)
-    save_bundle(tmp_path / "b", clf, name, {"kind": "hf", "path": "/nowhere"}, 0.5, {0: "benign", 1: "malicious"})
+    save_bundle(tmp_path / "b", clf, name, {"kind": "hf", "path": "/nowhere", "weights_sha256": "0" * 64}, 0.5,
+                {0: "benign", 1: "malicious"})
     info = json.loads((tmp_path / "b" / "bundle.json").read_text())
     assert info["storage"] == STORAGE[name]
     assert (tmp_path / "b" / "pipeline.skops").exists() == (STORAGE[name] == "skops")

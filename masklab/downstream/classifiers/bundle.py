@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from masklab.downstream.run_files import atomic_dir, read_json, write_json
+from masklab.downstream.run_files import atomic_dir, write_json
 from masklab.errors import MaskLabError
 
 FORMAT = "masklab-classifier-bundle"
@@ -87,6 +87,8 @@ def save_bundle(out: str | Path, clf, name: str, encoder_spec: dict, threshold: 
     `extra` (JSON) may hold calibration, thresholds, training provenance."""
     from safetensors.numpy import save_file
 
+    if not np.isfinite(threshold):  # a NaN threshold labels every text benign
+        raise MaskLabError(f"refusing to save a bundle with decision threshold {threshold}")
     storage = _storage(clf)
     info = {"format": FORMAT, "version": VERSION, "classifier": name, "encoder": encoder_spec,
             "threshold": float(threshold), "label_names": {str(k): v for k, v in (label_names or {}).items()},
@@ -216,17 +218,50 @@ class Bundle:
         return out
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (a NaN/infinite value)")
+
+
+def _check_numbers(p: Path, info: dict, clf) -> None:
+    """A NaN threshold or coefficient labels every text benign without a word: refuse it on load.
+    bundle.json is read with NaN/Infinity refused; here: the threshold(s) and every fitted array."""
+    t = info.get("threshold", 0.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise MaskLabError(f"{p}/bundle.json: threshold {t!r} is not a number")
+    for sname, step in getattr(clf, "steps", []):
+        for attr, v in vars(step).items():
+            if isinstance(v, np.ndarray) and v.dtype.kind in "fc" and not np.isfinite(v).all():
+                raise MaskLabError(f"{p}: step {sname}'s fitted {attr} holds {int((~np.isfinite(v)).sum())} "
+                                   "NaN/infinite value(s); the bundle is damaged (re-run `masklab classify`)")
+
+
+def _check_encoder_spec(p: Path, info: dict) -> None:
+    """A bundle scores embeddings of one exact encoder: without the weights' sha256 it would run
+    against whatever model now sits at the path."""
+    from masklab.downstream.encoders.load import KINDS
+
+    enc = info.get("encoder")
+    if not isinstance(enc, dict):
+        raise MaskLabError(f"{p}/bundle.json: no encoder spec")
+    sha = enc.get("weights_sha256")
+    if enc.get("kind") in KINDS and not (isinstance(sha, str) and len(sha) == 64):
+        raise MaskLabError(f"{p}/bundle.json: the encoder spec has no weights_sha256, so nothing ties the "
+                           f"classifier to the encoder at {enc.get('path')}; re-run `masklab classify`")
+
+
 def load_bundle(path: str | Path) -> Bundle:
-    """Load a bundle written by save_bundle; refuses other formats and untrusted content."""
+    """Load a bundle written by save_bundle; refuses other formats, untrusted content, NaN/infinite
+    numbers and an encoder spec without its weights' sha256."""
     p = Path(path)
     if not (p / "bundle.json").is_file():
         raise MaskLabError(f"{p} is not a classifier bundle (no bundle.json)")
     try:
-        info = read_json(p / "bundle.json")
-    except ValueError as e:
+        info = json.loads((p / "bundle.json").read_text(), parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as e:
         raise MaskLabError(f"{p}/bundle.json is not valid JSON: {e}") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("version") != VERSION:
         raise MaskLabError(f"{p} is not a version-{VERSION} {FORMAT} (re-run `masklab classify` to rebuild it)")
+    _check_encoder_spec(p, info)
     storage = info.get("storage")
     if storage == "skops":
         clf = _load_skops(p / "pipeline.skops")
@@ -234,5 +269,6 @@ def load_bundle(path: str | Path) -> Bundle:
         clf = _load_steps(p, info)
     else:
         raise MaskLabError(f"{p}/bundle.json: unknown storage {storage!r}")
+    _check_numbers(p, info, clf)
     return Bundle(clf, info, p)
 

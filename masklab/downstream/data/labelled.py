@@ -26,7 +26,7 @@ CANARY = "CANARY-7f3a9c2e"
 BASTION = "bastion"
 # label strings taken as the positive class when --positive-label is not given
 POSITIVE_NAMES = {"malicious", "injection", "prompt_injection", "jailbreak", "attack", "unsafe", "harmful",
-                  "positive", "true", "yes", "1"}
+                  "positive", "true", "yes"}
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
@@ -161,8 +161,14 @@ def map_labels(raw: list, positive_label: Optional[str], binary: bool, source: s
         pos = str(positive_label)
         if pos not in values:
             raise DataError(f"{source}: --positive-label {pos!r} is not one of the labels {values}")
-    elif set(values) == {"0", "1"} or set(values) == {"False", "True"}:
-        pos = values[1]
+    elif set(values) == {"False", "True"}:
+        pos = "True"
+    elif _numeric(values) is not None:  # 0/1 (or 0.0/1.0): 1 is positive; any other numbers: never guess
+        nums = _numeric(values)
+        if set(nums.values()) != {0.0, 1.0}:
+            raise DataError(f"{source}: numeric labels {values} are not 0/1, so which one is positive is not "
+                            f"obvious; pass --positive-label (one of {', '.join(values)})")
+        pos = next(v for v in values if nums[v] == 1.0)
     else:
         known = [v for v in values if v.lower() in POSITIVE_NAMES]
         if len(known) != 1:
@@ -171,6 +177,14 @@ def map_labels(raw: list, positive_label: Optional[str], binary: bool, source: s
     neg = next(v for v in values if v != pos)
     y = np.array([1 if str(v) == pos else 0 for v in raw], dtype=np.int64)
     return y, {0: neg, 1: pos}
+
+
+def _numeric(values: list[str]) -> Optional[dict[str, float]]:
+    """{label string: its number} when every label is a number, else None."""
+    try:
+        return {v: float(v) for v in values}
+    except ValueError:
+        return None
 
 
 def check_binary(y: np.ndarray, what: str = "labels") -> np.ndarray:

@@ -4,6 +4,8 @@ mask) and our model on the unpadded path
 padding is ever computed; pooling per sequence with cu_seqlens)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from masklab.downstream.encoders.base import Encoder
@@ -21,16 +23,24 @@ class HFEncoder(Encoder):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         from masklab.downstream.encoders.source import require_safetensors
+        from masklab.pretrain.hf.safety import refuse_custom_code
+        from masklab.pretrain.model.memory import check_hf_config_fits, check_weights_match, stored_params
 
+        refuse_custom_code(path)
         if not random_init:
             require_safetensors(path)
         try:
-            self.tok = AutoTokenizer.from_pretrained(path)
+            self.tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+            if not random_init:  # a 1 KB config.json beside tiny weights must not build a huge model
+                check_weights_match(config, path, stored_params(sorted(Path(path).glob("*.safetensors"))))
+            check_hf_config_fits(config, path, training=False, device=self.device)
             if random_init:
                 torch.manual_seed(seed)
-                self.model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+                self.model = AutoModel.from_config(config, trust_remote_code=False)
             else:
-                self.model = AutoModel.from_pretrained(path, use_safetensors=True)
+                self.model = AutoModel.from_pretrained(path, config=config, use_safetensors=True,
+                                                       trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot load a Hugging Face encoder from {path}: {e}") from None
         self.model.to(self.device).eval()

@@ -60,15 +60,17 @@ def load_encoder(path: str | Path, kind: Optional[str] = None, pooling: Optional
 
 
 def encoder_from_spec(spec: dict, **kw) -> Encoder:
-    """Rebuild the encoder a spec describes; refuses weights whose sha256 differs from the spec's."""
+    """Rebuild the encoder a spec describes; refuses a spec without weights_sha256 (it would run
+    against whatever model now sits at the path) and weights whose sha256 differs from the spec's."""
     from masklab.downstream.encoders.source import sha256, weights_file
 
-    keys = ("pooling", "max_length", "long_mode", "chunk_reduce", "normalize", "random_init", "seed")
-    enc = load_encoder(spec["path"], kind=spec["kind"], **{k: spec[k] for k in keys if k in spec}, **kw)
     want = spec.get("weights_sha256")
-    if want is not None:
-        have = sha256(weights_file(spec["path"], "masklab" if spec["kind"] == "masklab" else "hf"))
-        if have != want:
-            raise CheckpointError(f"the encoder weights at {spec['path']} changed since this bundle was written "
-                                  f"(sha256 {have[:12]}... vs {want[:12]}...)")
-    return enc
+    if not want:
+        raise CheckpointError(f"the encoder spec for {spec.get('path')} has no weights_sha256: nothing ties it to "
+                              "the weights it was built with (re-run the command that wrote it)")
+    have = sha256(weights_file(spec["path"], "masklab" if spec["kind"] == "masklab" else "hf"))
+    if have != want:
+        raise CheckpointError(f"the encoder weights at {spec['path']} changed since this bundle was written "
+                              f"(sha256 {have[:12]}... vs {want[:12]}...)")
+    keys = ("pooling", "max_length", "long_mode", "chunk_reduce", "normalize", "random_init", "seed")
+    return load_encoder(spec["path"], kind=spec["kind"], **{k: spec[k] for k in keys if k in spec}, **kw)

@@ -20,8 +20,12 @@ _ST_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mea
 
 
 def require_safetensors(path: str | Path) -> None:
-    """HF directories must carry safetensors weights: pickled .bin files are never loaded."""
+    """HF directories must carry safetensors weights and no custom code (`auto_map`): pickled .bin
+    files and a folder's own Python are never loaded."""
+    from masklab.pretrain.hf.safety import refuse_custom_code
+
     p = Path(path)
+    refuse_custom_code(p)
     if any(p.glob("*.safetensors")):
         return
     pickled = sorted(x.name for x in p.glob("*.bin")) + sorted(x.name for x in p.glob("*.pt"))

@@ -144,21 +144,25 @@ def _report_head(info: dict, hf_dir: Path) -> None:
 
 def build(hf_dir: Path, pooling: str, seed: int):
     """-> (model producing [B, 2] logits, HF tokenizer)."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     if pooling not in ("cls", "mean"):
         raise MaskLabError(f"fine-tuning pooling must be cls or mean, not '{pooling}'")
     from masklab.downstream.encoders.source import require_safetensors
+    from masklab.pretrain.model.memory import check_hf_config_fits, check_weights_match, stored_params
 
-    require_safetensors(hf_dir)
+    require_safetensors(hf_dir)  # also refuses custom code (auto_map)
+    config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=False)
+    check_weights_match(config, hf_dir, stored_params(sorted(Path(hf_dir).glob("*.safetensors"))))
+    check_hf_config_fits(config, hf_dir, training=True)
     torch.manual_seed(seed)  # the new head's initialisation
-    tok = AutoTokenizer.from_pretrained(hf_dir)
+    tok = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=False)
     if pooling == "cls":
         model, info = _quiet_load(lambda: AutoModelForSequenceClassification.from_pretrained(
-            hf_dir, num_labels=2, use_safetensors=True, output_loading_info=True))
+            hf_dir, num_labels=2, use_safetensors=True, output_loading_info=True, trust_remote_code=False))
     else:
         enc, info = _quiet_load(lambda: AutoModel.from_pretrained(hf_dir, use_safetensors=True,
-                                                                  output_loading_info=True))
+                                                                  output_loading_info=True, trust_remote_code=False))
         model = MeanPoolClassifier(enc)
         info = {**info, "missing_keys": [*info.get("missing_keys", []), "classifier.weight", "classifier.bias"]}
     _report_head(info, hf_dir)
@@ -182,14 +186,19 @@ def load_finetuned(path: str | Path):
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    from masklab.downstream.encoders.source import require_safetensors
+
     p = Path(path)
     cfg = FinetuneConfig(**read_json(p / "masklab_finetune.json"))
+    require_safetensors(p)  # a folder holding only pytorch_model.bin is never unpickled; no auto_map code
     if cfg.pooling == "mean":
-        model = MeanPoolClassifier(_quiet_load(lambda: AutoModel.from_pretrained(p, use_safetensors=True)))
+        model = MeanPoolClassifier(_quiet_load(lambda: AutoModel.from_pretrained(p, use_safetensors=True,
+                                                                               trust_remote_code=False)))
         model.classifier.load_state_dict(load_file(str(p / "head.safetensors")))
     else:
-        model = _quiet_load(lambda: AutoModelForSequenceClassification.from_pretrained(p, use_safetensors=True))
-    return model.eval(), AutoTokenizer.from_pretrained(p), cfg
+        model = _quiet_load(lambda: AutoModelForSequenceClassification.from_pretrained(
+            p, use_safetensors=True, trust_remote_code=False))
+    return model.eval(), AutoTokenizer.from_pretrained(p, trust_remote_code=False), cfg
 
 
 def resolve_max_length(model, tok, cfg: FinetuneConfig) -> FinetuneConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -23,6 +24,7 @@ from masklab.data_prep.tokenizer import file_sha256
 
 from masklab.errors import CheckpointError
 
+log = logging.getLogger("masklab.checkpoint")
 MANIFEST = "SHA256SUMS.json"
 KEY_FILE = ".masklab_run_key"
 _SKIP = {MANIFEST, "COMPLETE", ".masklab-writer"}  # the last: masklab.atomic.MARKER (a temp dir's, never kept)
@@ -65,20 +67,53 @@ def write_manifest(ckpt: Path, key: Optional[bytes]) -> None:
     (Path(ckpt) / MANIFEST).write_text(json.dumps(body, indent=1))
 
 
-def verify_manifest(ckpt: Path, key: Optional[bytes] = None, only: Optional[list[str]] = None) -> bool:
+ALLOW_FLAG = "--allow-missing-checksums"
+_allow_missing = False  # set once by the entry point: the CLI flag or train.allow_missing_checksums
+_warned: set[str] = set()
+
+
+def allow_missing_checksums(on: bool = True) -> None:
+    """Let checkpoints without SHA256SUMS.json load (unchecked, with a warning): the CLI's
+    --allow-missing-checksums and train.allow_missing_checksums=true call this."""
+    global _allow_missing
+    _allow_missing = bool(on)
+
+
+def _inside(ckpt: Path, name: str) -> bool:
+    """A manifest entry must name a file inside the checkpoint: relative, no `..`, no symlink out."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return False
+    root = ckpt.resolve()
+    return (ckpt / name).resolve().is_relative_to(root)
+
+
+def verify_manifest(ckpt: Path, key: Optional[bytes] = None, only: Optional[list[str]] = None,
+                    allow_missing: Optional[bool] = None) -> bool:
     """Check file hashes (all, or the `only` ones) against the manifest; -> whether `key` signed it.
 
-    Raises CheckpointError naming a file that is missing, extra, or altered. A checkpoint
-    written before manifests existed has none: -> False (unsigned), hashes unchecked."""
+    Raises CheckpointError naming a file that is missing, extra, or altered, or a manifest entry
+    that points outside the checkpoint. A checkpoint without SHA256SUMS.json (deleted, or written
+    before manifests existed) is refused unless missing checksums are allowed
+    (`allow_missing`, else the process-wide switch): then -> False (unsigned), hashes unchecked."""
     ckpt = Path(ckpt)
     path = ckpt / MANIFEST
     if not path.is_file():
+        if not (_allow_missing if allow_missing is None else allow_missing):
+            raise CheckpointError(f"{ckpt} has no {MANIFEST}: its files cannot be checked (deleted, or a checkpoint "
+                                  f"from before checksums); if you trust it, pass {ALLOW_FLAG} "
+                                  "(train.allow_missing_checksums=true for training)")
+        if str(ckpt) not in _warned:  # once per checkpoint (it is verified per file group)
+            _warned.add(str(ckpt))
+            log.warning("%s has no %s: loading it unchecked (missing checksums allowed)", ckpt, MANIFEST)
         return False
     try:
         body = json.loads(path.read_text())
         files = dict(body["files"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"corrupted checkpoint file {path}: {e}") from None
+    outside = [n for n in files if not _inside(ckpt, n)]
+    if outside:
+        raise CheckpointError(f"corrupted checkpoint file {path}: entry {outside[0]!r} points outside the checkpoint")
     if only is not None:
         names = [n for n in only if (ckpt / n).is_file() or n in files]
     else:

@@ -28,6 +28,7 @@ from masklab.errors import CheckpointError
 from masklab.pretrain.checkpoint.store import MARKER, latest_checkpoint, load_model_weights
 from masklab.pretrain.hf.init_from import head_origin
 from masklab.pretrain.model import build_model
+from masklab.pretrain.model.memory import check_hf_config_fits, check_weights_match, stored_params
 
 log = logging.getLogger("masklab.hf")
 HEAD_PREFIXES = ("cls.predictions.", "head.", "decoder.")  # MLM-head weights in HF BERT / ModernBERT files
@@ -148,8 +149,11 @@ def import_hf_model(hf_dir: str | Path, device: str | torch.device = "cpu") -> I
     d = Path(hf_dir)
     if not (d / "config.json").is_file():
         raise CheckpointError(f"{d} is not a Hugging Face model directory (no config.json)")
+    from masklab.pretrain.hf.safety import refuse_custom_code
+
+    refuse_custom_code(d)
     try:
-        hf_cfg = AutoConfig.from_pretrained(d)
+        hf_cfg = AutoConfig.from_pretrained(d, trust_remote_code=False)
     except (ValueError, KeyError, OSError) as e:  # an unknown model_type, a broken config.json
         raise CheckpointError(f"cannot read the Hugging Face config in {d}: {str(e).splitlines()[0]}") from None
     preset = {"bert": "bert", "modernbert": "modernbert"}.get(hf_cfg.model_type)
@@ -168,6 +172,8 @@ def import_hf_model(hf_dir: str | Path, device: str | torch.device = "cpu") -> I
     files = sorted(d.glob("*.safetensors"))
     if not files:
         raise CheckpointError(f"{d} has no .safetensors weights (pickled .bin weights are not loaded)")
+    check_weights_match(hf_cfg, d, stored_params(files))  # sizes from the headers: nothing allocated yet
+    check_hf_config_fits(hf_cfg, d, training=False)
     hf_state = {}
     for f in files:
         hf_state.update(load_file(str(f)))

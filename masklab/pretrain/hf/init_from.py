@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from omegaconf import OmegaConf
 
-from masklab.config import from_yaml_text
+from masklab.config import load_saved_config
 from masklab.config_schema import ModelConfig
 from masklab.config_validation import validate
 from masklab.data_prep.tokenizer import load_tokenizer, tokenizer_info
@@ -45,7 +45,7 @@ def _source_model_cfg(src: Path):
     from masklab.pretrain.hf.convert import resolve_checkpoint
 
     ckpt = resolve_checkpoint(src)
-    return from_yaml_text((ckpt / "config.yaml").read_text()).model, ckpt / "tokenizer"
+    return load_saved_config(ckpt / "config.yaml").model, ckpt / "tokenizer"
 
 
 def canonical_tokenizer_sha(path: Path) -> str:
@@ -108,8 +108,8 @@ def head_origin(ckpt: Path, _depth: int = 0) -> Optional[str]:
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").is_file() else {}
     if "mlm_head" in state:
         return state["mlm_head"]
-    cfg = OmegaConf.load(ckpt / "config.yaml") if (ckpt / "config.yaml").is_file() else {}
-    src = OmegaConf.select(cfg, "train.init_from", default="") if cfg else ""
+    # read as plain data (no interpolation is resolved): masklab.config.load_saved_config
+    src = load_saved_config(ckpt / "config.yaml").train.init_from if (ckpt / "config.yaml").is_file() else ""
     if not src:
         return "pretrained"
     src = Path(src)

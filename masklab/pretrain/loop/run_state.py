@@ -16,7 +16,8 @@ from masklab.pretrain.data.collator import Collator, data_compat, eval_batches, 
 from masklab.pretrain.loop.engine import DeepSpeedEngine, Engine
 from masklab.pretrain.loop.metrics import matmul_peak_flops
 from masklab.pretrain.loop.peak import Peak, probe_size, spec_peak_flops
-from masklab.pretrain.model import build_model
+from masklab.pretrain.model import build_model, padded_vocab_size
+from masklab.pretrain.model.memory import check_model_fits
 from masklab.pretrain.model.compile import prepare_for_device
 from masklab.pretrain.loop.resume import resume_compat
 from masklab.pretrain.data.steps import StepDataset, make_budget
@@ -101,6 +102,10 @@ def build_engine(run: RunState) -> None:
     """The model (seeded) and the engine that steps it."""
     tc = run.cfg.train
     torch.manual_seed(tc.seed)
+    m = run.cfg.model  # weights, gradients and AdamW state must fit before anything is allocated
+    zero = 8 + 8 / run.world.world_size if run.use_ds else None  # ZeRO-1/2: AdamW's moments are partitioned
+    check_model_fits(m, m.vocab_size or padded_vocab_size(run.shards.tokenizer.vocab_size, m.pad_vocab_multiple),
+                     training=True, device=run.device, per_param=zero)
     model = build_model(run.cfg.model, run.shards.tokenizer, run.cfg.masking, run.cfg.kernels.backend).to(run.device)
     if run.ckpt is None:  # a new run; a resume takes its weights from its own checkpoint
         init_from.load_weights(model, run.cfg)

@@ -1,4 +1,4 @@
-"""Stop requests: Slurm's pre-emption warning (SIGUSR1) versus a cancel (SIGTERM).
+"""Stop requests: Slurm's pre-emption warning (SIGUSR1) versus a cancel (SIGTERM) or Ctrl-C (SIGINT).
 
 The sbatch scripts ask for `--signal=USR1@180`: USR1 means "the job is about to be pre-empted
 or hit its time limit": save, requeue, resume later. SIGTERM is what `scancel` (and a node
@@ -16,18 +16,26 @@ log = logging.getLogger("masklab.train")
 
 
 class StopFlag:
-    """SIGUSR1/SIGTERM -> save at the next step boundary and exit; `requeue` only after SIGUSR1."""
+    """SIGUSR1/SIGTERM/SIGINT -> save at the next step boundary and exit; `requeue` only after
+    SIGUSR1. Ctrl-C (SIGINT) saves like SIGTERM; a second Ctrl-C aborts at once (KeyboardInterrupt:
+    the CLI exits 130, the previous checkpoint stays the latest)."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.set = False
         self.signal: Optional[int] = None
-        self._previous = {s: signal.signal(s, self._handler) for s in (signal.SIGUSR1, signal.SIGTERM)}
+        self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
 
     def _handler(self, signum, frame):
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
+            log.warning("second Ctrl-C: aborting without saving")
+            raise KeyboardInterrupt
         if not self.set:
-            log.warning("received %s: will save and stop at the end of this step", signal.Signals(signum).name)
-        # a cancel that follows a pre-emption warning wins: the job must not come back
-        if self.signal != signal.SIGTERM:
+            hint = " (Ctrl-C again to abort without saving)" if signum == signal.SIGINT else ""
+            log.warning("received %s: will save and stop at the end of this step%s", signal.Signals(signum).name, hint)
+        # a cancel (or Ctrl-C) that follows a pre-emption warning wins: the job must not come back
+        if self.signal not in (signal.SIGTERM, signal.SIGINT) or signum == signal.SIGINT:
             self.signal = signum
         self.set = True
 

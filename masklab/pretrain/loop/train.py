@@ -24,6 +24,7 @@ from masklab.config_validation import require_set
 from masklab.errors import MaskLabError
 from masklab.pretrain.loop import distributed as D
 from masklab.pretrain.hf import init_from
+from masklab.pretrain.checkpoint.integrity import allow_missing_checksums
 from masklab.pretrain.checkpoint.store import latest_checkpoint, load_checkpoint, load_state, move_aside_after, save_checkpoint
 from masklab.pretrain.evaluate.heldout import evaluate_batches
 from masklab.pretrain.loop.metrics import MetricsLog, peak_memory_mb
@@ -48,6 +49,8 @@ def train(cfg, hooks: Optional[TrainHooks] = None) -> dict:
     requeues the Slurm job; SIGTERM (scancel): the same without the requeue. Both return
     stopped=True (the process then exits 0). `hooks`: test-only fault injection."""
     require_set(cfg, "data.shards")
+    if cfg.train.allow_missing_checksums:  # explicit opt-in; never switched off here (the CLI flag may have set it)
+        allow_missing_checksums(True)
     cfg = init_from.configure(cfg)  # train.init_from: the model section comes from the source
     stop = StopFlag()  # before anything slow: a pre-emption signal during start-up must not kill us
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from masklab.errors import ConfigError
 from masklab.pretrain.model.encoder import EncoderMLM
+from masklab.pretrain.model.memory import check_model_fits
 from masklab.pretrain.model.token_drop import attach_token_drop
 
 
@@ -34,6 +35,7 @@ def build_model(model_cfg, tok_info, masking_cfg=None, backend: str = "auto") ->
         raise ConfigError(f"model.vocab_size={vocab} is smaller than the tokenizer's vocabulary ({tok_info.vocab_size})")
     if model_cfg.preset not in PRESETS:
         raise ConfigError(f"model.preset='{model_cfg.preset}' is not one of {', '.join(PRESETS)}")
+    check_model_fits(model_cfg, vocab, training=False)  # before allocating: absurd sizes are one line
     model = PRESETS[model_cfg.preset]()(model_cfg, vocab, backend)
     model.mask_token_id = tok_info.mask_id
     attach_token_drop(model, model_cfg.token_drop, model_cfg.num_layers, vocab, tok_info.special_ids)
