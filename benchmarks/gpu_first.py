@@ -383,9 +383,9 @@ def train_step(args) -> int:
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
             torch._dynamo.utils.counters.clear()
 
-            def step(ub, hf_in, model=model, opt=opt):
+            def step(ub, hf_in, model=model, opt=opt, is_hf=model is hf):
                 with torch.autocast(dev.type, dtype=dtype, enabled=dev.type == "cuda"):
-                    if model is hf:
+                    if is_hf:
                         loss = model(**hf_in).loss
                     else:
                         out = model(ub)
