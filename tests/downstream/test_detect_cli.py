@@ -1,9 +1,12 @@
 """Names and noise, fine-tuning defaults and progress, model selection and --threshold-data in
 classify / finetune (issue 34, items 2, 4, 5)."""
-import argparse
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -56,19 +59,20 @@ def test_new_classification_head_is_one_line(tiny_bert_dir, caplog, capfd):
 
 
 def test_third_party_chatter_is_off_unless_verbose():
-    import datasets
-    import transformers
-
-    from masklab.downstream.cli import _quiet
-
-    datasets.enable_progress_bars()
-    transformers.logging.set_verbosity_warning()
-    _quiet(argparse.Namespace(verbose=True))
-    assert datasets.is_progress_bar_enabled()
-    _quiet(argparse.Namespace(verbose=False))
-    assert not datasets.is_progress_bar_enabled() and transformers.logging.get_verbosity() == logging.ERROR
-    datasets.enable_progress_bars()
-    transformers.logging.set_verbosity_warning()
+    """In a fresh process: the hub's switch is read once at import, so an earlier in-process command would
+    decide it for every later test."""
+    code = textwrap.dedent("""
+        import argparse, logging, sys
+        import datasets, transformers
+        from masklab.downstream.cli import _quiet
+        _quiet(argparse.Namespace(verbose=sys.argv[1] == "1"))
+        print(datasets.is_progress_bar_enabled(), transformers.logging.get_verbosity() == logging.ERROR)
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    got = [subprocess.run([sys.executable, "-c", code, v], capture_output=True, text=True, env=env).stdout.split()
+           for v in ("1", "0")]
+    assert got == [["True", "False"], ["False", "True"]], got
 
 
 def test_progress_log_lines_when_not_a_tty(caplog):
@@ -141,17 +145,16 @@ def test_select_by_changes_the_choice():
     assert "* lr" in selection_table(table, "lr", "tpr_at_fpr")
 
 
-def test_embed_hides_datasets_generating_split_unless_verbose(tiny_bert_dir, tmp_path, capfd):
+def test_embed_hides_datasets_generating_split_unless_verbose(tiny_bert_dir, tmp_path):
+    """Fresh processes, as a user runs them (the switches are process-wide and read at import)."""
     import uuid
 
-    import datasets
-
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
     for verbose in (True, False):
-        datasets.enable_progress_bars()  # as a fresh process has it
         f = _write(tmp_path / f"{verbose}.jsonl", [{"text": f"{uuid.uuid4()} text {i}", "label": i % 2} for i in range(4)])
         args = ["embed", "--model", str(tiny_bert_dir), "--data", str(f), "--out", str(tmp_path / f"e{verbose}"),
                 "--no-progress"] + (["--verbose"] if verbose else [])
-        assert main(args) == 0
-        err = capfd.readouterr().err
-        assert ("Generating train split" in err) == verbose, err[-500:]
-    datasets.enable_progress_bars()
+        r = subprocess.run([sys.executable, "-m", "masklab.cli", *args], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert ("Generating train split" in r.stderr) == verbose, r.stderr[-500:]
