@@ -1,4 +1,5 @@
-"""Training metrics: a JSONL log (the record tests compare) and TensorBoard; FLOP accounting."""
+"""Training metrics: a JSONL log (the record tests compare) and TensorBoard; the matmul peak probe
+(FLOP accounting is flops.py)."""
 from __future__ import annotations
 
 import errno
@@ -104,14 +105,3 @@ def matmul_peak_flops(device: torch.device, dtype=torch.float32, n: int = 1024, 
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
-
-
-def step_flops(model_cfg, vocab: int, seq_lens: torch.Tensor, n_pred: int, n_tokens: Optional[int] = None) -> float:
-    """Executed FLOPs of fwd + bwd (3x fwd) for one unpadded micro-batch: matmuls only."""
-    d, i, L = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers
-    T = int(seq_lens.sum()) if n_tokens is None else n_tokens
-    mlp = (3 if model_cfg.preset == "modernbert" else 2) * d * i
-    dense = 2 * T * L * (4 * d * d + mlp)
-    attn = 4 * L * d * float((seq_lens.double() ** 2).sum())
-    head = 2 * n_pred * (d * d + d * vocab)
-    return 3.0 * (dense + attn + head)
