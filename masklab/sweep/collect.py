@@ -45,7 +45,8 @@ def read_cell(sweep_dir: Path, cell: Cell) -> CellResult:
         r.metrics.setdefault("val_loss", float(evals[-1]["eval_loss"]))
     logs = [x for x in recs if "loss" in x and "mask_rate" in x]
     r.rate_curve = [(x["step"], x["mask_rate"], x.get("realised_mask_rate", math.nan)) for x in logs]
-    usage = _records(d / "usage.jsonl")
+    records = _records(d / "usage.jsonl")
+    usage = [u for u in records if u.get("event") == "end"]
     last = logs[-1] if logs else {}
     r.compute = {"steps": last.get("step", 0), "tokens": last.get("tokens_seen", math.nan),
                  "flops": last.get("flops_seen", math.nan),
@@ -53,7 +54,8 @@ def read_cell(sweep_dir: Path, cell: Cell) -> CellResult:
                  "cpu_h": sum(u.get("cpu_s", 0.0) for u in usage) / 3600,
                  "peak_mb": max([u.get("peak_rss_mb", 0.0) for u in usage] + [x.get("peak_memory_mb", 0.0) for x in logs]
                                 + [0.0]),
-                 "segments": len(usage)}
+                 "segments": sum(u.get("event") == "start" for u in records),
+                 "segments_without_usage": sum(u.get("event") == "start" for u in records) - len(usage)}
     cfg_file = d / "config.yaml"
     if cfg_file.is_file():
         from omegaconf import OmegaConf

@@ -64,7 +64,8 @@ def compute_rows(groups: dict) -> list[list]:
         rows.append([name, len(rs), f"{mean('steps'):.1f}", _g(mean("tokens")), _g(mean("flops")),
                      f"{mean('wall_s'):.0f}", f"{sum(x['cpu_h'] for x in c):.3f}",
                      f"{max(x['peak_mb'] for x in c):.0f}" if c else "-",
-                     sum(x["segments"] for x in c)])
+                     f"{sum(x['segments'] for x in c)}" + (f" ({sum(x['segments_without_usage'] for x in c)} killed)"
+                                                            if any(x["segments_without_usage"] for x in c) else "")])
     return rows
 
 
@@ -127,8 +128,9 @@ def compare(sweep_dir: str | Path, baseline: Optional[str] = None, level: Option
            _table(["variant", "cells", "steps", "real tokens", "FLOPs", "wall s", "CPU h", "peak MB", "segments"],
                   compute_rows(groups)), "",
            "FLOPs: executed matmul FLOPs of forward + backward from the model's own formula "
-           "(pretrain/loop/flops.py), counted on the rows each layer runs. Segments: training processes per "
-           "cell summed (more than one: resumed after a stop).", "", "## Plots", ""]
+           "(pretrain/loop/flops.py), counted on the rows each layer runs. Segments: training processes, summed over "
+           "the variant's cells (more than one per cell: resumed after a stop); a killed segment (SIGKILL) "
+           "leaves no usage record, so wall and CPU hours are then lower bounds.", "", "## Plots", ""]
     md += [f"![{n}]({n})" for n in images]
     text = "\n".join(md) + "\n"
     (out / "report.md").write_text(text)

@@ -2,7 +2,8 @@
 
 Training resumes from the cell's own checkpoints (train.resume=auto: the existing exact resume),
 so a killed or pre-empted cell continues where it saved. Each training segment appends one line
-to usage.jsonl (wall seconds, CPU seconds of this process and its threads, peak RSS); trained.json
+to usage.jsonl at its start and one at its end (wall seconds, CPU seconds of this process and its
+threads, peak RSS; a segment killed with SIGKILL has no end line); trained.json
 marks the end of training, eval_<name>.json each evaluation. Every file is written atomically.
 """
 from __future__ import annotations
@@ -24,6 +25,11 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     tmp.replace(path)
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as f:  # one write of a whole line (O_APPEND): readers never see half a record
+        f.write(json.dumps(record) + "\n")
 
 
 def is_trained(cell_dir: Path) -> bool:
@@ -54,19 +60,19 @@ def train_cell(cell: Cell, cell_dir: Path) -> bool:
     from masklab.pretrain.loop.train import train
 
     cpu0, t0 = _usage()[0], time.time()
+    _append(cell_dir / "usage.jsonl", {"event": "start", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                       "slurm_job": os.environ.get("SLURM_JOB_ID")})
     result, err = None, None
     try:
         result = train(cfg)
-    except BaseException as e:  # the usage of a failed / killed segment still counts
+    except BaseException as e:  # the usage of a failed / interrupted segment still counts
         err = repr(e)
         raise
-    finally:
+    finally:  # (a SIGKILL skips this: that segment has a start line and no end line)
         cpu, rss = _usage()
-        seg = {"wall_s": time.time() - t0, "cpu_s": cpu - cpu0, "peak_rss_mb": rss, "slurm_job": os.environ.get(
-            "SLURM_JOB_ID"), "stopped": bool(result and result.get("stopped")), "error": err,
-               "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with open(cell_dir / "usage.jsonl", "a") as f:
-            f.write(json.dumps(seg) + "\n")
+        _append(cell_dir / "usage.jsonl", {"event": "end", "wall_s": time.time() - t0, "cpu_s": cpu - cpu0,
+                                           "peak_rss_mb": rss, "stopped": bool(result and result.get("stopped")),
+                                           "error": err, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if result.get("stopped"):
         return False
     write_json(cell_dir / "trained.json", {"steps": result["step"], "checkpoint": result.get("checkpoint"),

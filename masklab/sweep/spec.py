@@ -123,7 +123,8 @@ def load_spec(path: str | Path, overrides: Optional[List[str]] = None) -> Any:
         for ov in overrides or []:
             spec = OmegaConf.merge(spec, OmegaConf.from_dotlist([ov]))
     except OmegaConfBaseException as e:
-        raise ConfigError(f"sweep spec {p}: {str(e).splitlines()[0]}") from None
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"sweep spec {p}: " + (f"key '{key}': " if key else "") + str(e).splitlines()[0]) from None
     except Exception as e:  # YAML errors
         raise ConfigError(f"sweep spec {p}: cannot parse ({str(e).splitlines()[0]})") from None
     check_spec(spec, p)
