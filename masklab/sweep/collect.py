@@ -35,8 +35,11 @@ def _records(path: Path) -> list[dict]:
 def read_cell(sweep_dir: Path, cell: Cell) -> CellResult:
     d = cell.dir(sweep_dir)
     r = CellResult(cell, (d / "trained.json").is_file())
+    eval_s = 0.0
     for f in sorted(d.glob("eval_*.json")):
-        r.metrics.update(json.loads(f.read_text()).get("metrics", {}))
+        e = json.loads(f.read_text())
+        r.metrics.update(e.get("metrics", {}))
+        eval_s += e.get("seconds", 0.0)
     recs = _records(d / "run" / "metrics.jsonl")
     evals = [x for x in recs if "eval_loss" in x]
     r.eval_curve = [(x["step"], x.get("tokens_seen", math.nan), x.get("flops_seen", math.nan), x["eval_loss"])
@@ -54,7 +57,7 @@ def read_cell(sweep_dir: Path, cell: Cell) -> CellResult:
                  "cpu_h": sum(u.get("cpu_s", 0.0) for u in usage) / 3600,
                  "peak_mb": max([u.get("peak_rss_mb", 0.0) for u in usage] + [x.get("peak_memory_mb", 0.0) for x in logs]
                                 + [0.0]),
-                 "segments": sum(u.get("event") == "start" for u in records),
+                 "eval_s": eval_s, "segments": sum(u.get("event") == "start" for u in records),
                  "segments_without_usage": sum(u.get("event") == "start" for u in records) - len(usage)}
     cfg_file = d / "config.yaml"
     if cfg_file.is_file():

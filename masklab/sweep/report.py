@@ -62,7 +62,7 @@ def compute_rows(groups: dict) -> list[list]:
         c = [r.compute for r in rs]
         mean = lambda k: sum(x[k] for x in c) / len(c) if c else math.nan  # noqa: E731
         rows.append([name, len(rs), f"{mean('steps'):.1f}", _g(mean("tokens")), _g(mean("flops")),
-                     f"{mean('wall_s'):.0f}", f"{sum(x['cpu_h'] for x in c):.3f}",
+                     f"{mean('wall_s'):.0f}", f"{mean('eval_s'):.0f}", f"{sum(x['cpu_h'] for x in c):.3f}",
                      f"{max(x['peak_mb'] for x in c):.0f}" if c else "-",
                      f"{sum(x['segments'] for x in c)}" + (f" ({sum(x['segments_without_usage'] for x in c)} killed)"
                                                             if any(x["segments_without_usage"] for x in c) else "")])
@@ -125,7 +125,7 @@ def compare(sweep_dir: str | Path, baseline: Optional[str] = None, level: Option
            "Lower is better for loss, pseudo-perplexity and FPR; higher for the others. `val_loss` is the training "
            "run's last held-out evaluation; `mlm_*` / PLL come from `masklab evaluate` (fixed 15% token masking).",
            "", "## Compute per variant (mean per cell; CPU hours summed over seeds)", "",
-           _table(["variant", "cells", "steps", "real tokens", "FLOPs", "wall s", "CPU h", "peak MB", "segments"],
+           _table(["variant", "cells", "steps", "real tokens", "FLOPs", "train wall s", "eval s", "train CPU h", "peak MB", "segments"],
                   compute_rows(groups)), "",
            "FLOPs: executed matmul FLOPs of forward + backward from the model's own formula "
            "(pretrain/loop/flops.py), counted on the rows each layer runs. Segments: training processes, summed over "

@@ -122,6 +122,7 @@ def load_spec(path: str | Path, overrides: Optional[List[str]] = None) -> Any:
         spec = OmegaConf.merge(spec, OmegaConf.load(p))
         for ov in overrides or []:
             spec = OmegaConf.merge(spec, OmegaConf.from_dotlist([ov]))
+        OmegaConf.resolve(spec)  # ${oc.env:VAR} and friends: a missing variable fails here, in one line
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         raise ConfigError(f"sweep spec {p}: " + (f"key '{key}': " if key else "") + str(e).splitlines()[0]) from None

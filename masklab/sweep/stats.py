@@ -53,6 +53,8 @@ def verdict(diff: Interval, lower_is_better: bool) -> str:
     """better / worse when the interval of the difference excludes 0; else within noise."""
     if diff.n < 2:
         return "n/a (needs 2 seeds)"
+    if diff.lo == diff.hi:  # every seed gave the same difference (a discrete metric): no noise estimate
+        return "no spread over seeds"
     if diff.lo > 0:
         return "worse" if lower_is_better else "better"
     if diff.hi < 0:

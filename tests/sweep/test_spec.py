@@ -61,3 +61,4 @@ def test_t_interval_and_paired_verdicts():
     noisy = paired_difference({0: 1.5, 1: 1.6, 2: 3.4}, base)
     assert verdict(noisy, lower_is_better=False) == "within noise"
     assert verdict(paired_difference({0: 2.0}, {0: 1.0}), False).startswith("n/a")
+    assert verdict(paired_difference({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}), False) == "no spread over seeds"
