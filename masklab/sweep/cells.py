@@ -118,7 +118,7 @@ def plan_cells(spec, sweep_dir: Path) -> list[Cell]:
                 steps, p = steps_for(cfg, c.equalise, amount, c.estimate_steps)
             cfg = cell_config(spec, ovs, seed, steps)
             cells.append(Cell(name, seed, ovs, config_hash(cfg), steps, p.tokens if p else 0.0,
-                              p.flops if p else 0.0, name in untrained))
+                              p.flops if p else 0.0, name in untrained, {"sweep": spec.name}))
             log.info("cell %-28s seed %d: %d steps (%.3g tokens, %.3g FLOPs per step)", name, seed, steps,
                      p.tokens if p else 0, p.flops if p else 0)
     if len({x.hash for x in cells}) != len(cells):

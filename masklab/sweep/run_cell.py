@@ -59,6 +59,9 @@ def train_cell(cell: Cell, cell_dir: Path) -> bool:
         return True
     from masklab.pretrain.loop.train import train
 
+    # W&B (train.loggers=[..., wandb]): the sweep's cells form one group, each run named by its cell
+    os.environ.setdefault("WANDB_RUN_GROUP", cell.extra.get("sweep", "") or "masklab-sweep")
+    os.environ.setdefault("WANDB_NAME", f"{cell.variant}-s{cell.seed}")
     cpu0, t0 = _usage()[0], time.time()
     _append(cell_dir / "usage.jsonl", {"event": "start", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                        "slurm_job": os.environ.get("SLURM_JOB_ID")})

@@ -26,7 +26,7 @@ from masklab.pretrain.loop import distributed as D
 from masklab.pretrain.hf import init_from
 from masklab.pretrain.checkpoint.store import latest_checkpoint, load_checkpoint, load_state, move_aside_after, save_checkpoint
 from masklab.pretrain.evaluate.heldout import evaluate_batches
-from masklab.pretrain.loop.metrics import MetricsLog, peak_memory_mb
+from masklab.pretrain.loop.metrics import MetricsLog, active_loggers, peak_memory_mb
 from masklab.pretrain.loop.nonfinite import NonFiniteCounter
 from masklab.pretrain.loop.progress import TrainProgress
 from masklab.pretrain.loop.resume import check_out_dir_free, check_resume_compatible, checkpoint_to_resume
@@ -127,7 +127,14 @@ def restore(run: RunState) -> None:
 
 def open_outputs(run: RunState) -> MetricsLog:
     """metrics.jsonl (cut back to the resumed step) and the run's resolved config.yaml."""
-    metrics = MetricsLog(run.run_dir, run.world.is_main, run.cfg.train.tensorboard, resume_step=run.start)
+    tc = run.cfg.train
+    loggers = active_loggers(tc)
+    wb = None
+    if "wandb" in loggers and run.world.is_main:
+        from omegaconf import OmegaConf
+
+        wb = {"project": tc.wandb_project, "group": tc.wandb_group, "config": OmegaConf.to_container(run.cfg, resolve=True)}
+    metrics = MetricsLog(run.run_dir, run.world.is_main, "tensorboard" in loggers, resume_step=run.start, wandb=wb)
     if run.world.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(to_yaml(run.cfg))
