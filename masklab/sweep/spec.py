@@ -154,3 +154,8 @@ def check_spec(spec, p) -> None:
         if "/" in name or not name.strip():
             raise ConfigError(f"sweep spec {p}: variant name '{name}' must be non-empty and have no '/'")
     check_evaluations(list(spec.evaluations))
+    needs_ckpt = sorted({"evaluate", "minimal_pairs"} & set(spec.evaluations))
+    if spec.untrained_variants and needs_ckpt:
+        raise ConfigError(f"sweep spec {p}: untrained_variants are evaluated on their train.init_from source, which "
+                          f"is not a MaskLab run: {', '.join(needs_ckpt)} need one (use detection, or import the "
+                          "source with `masklab import` and train from it)")

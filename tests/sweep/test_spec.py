@@ -19,6 +19,7 @@ from tests.sweep.conftest import write_spec
     ({"typo_key": 1}, "typo_key"),
     ({"seeds": "abc"}, "seeds"),
     ({"variants": {}, "grid": {}}, "at least one variant"),
+    ({"untrained_variants": ["r15"]}, "evaluate need one"),
 ])
 def test_bad_specs_are_one_clear_error(tmp_path, prepared_data, kw, msg):
     with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.sweep.conftest import write_spec
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,13 @@ def _segments(cell_dir):
     return [json.loads(l) for l in f.read_text().splitlines() if '"start"' in l] if f.is_file() else []
 
 
-def test_killed_sweep_resumes_skipping_finished_cells_then_compares(spec_file, tmp_path):
+def test_killed_sweep_resumes_skipping_finished_cells_then_compares(prepared_data, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in [
+        {"good": "The function returns a list.", "bad": "The function return a lists."},
+        {"good": "Each module has its own namespace.", "bad": "Each module have its own namespaces."}]))
+    spec_file = write_spec(tmp_path / "spec.yaml", prepared_data, evaluations=["evaluate", "minimal_pairs"],
+                           minimal_pairs={"path": str(pairs)})
     out = tmp_path / "sweep"
     p = _cli("sweep", str(spec_file), "--out", str(out), start_new_session=True)
     plan = out / "plan.json"
@@ -32,7 +40,7 @@ def test_killed_sweep_resumes_skipping_finished_cells_then_compares(spec_file, t
         if plan.is_file():
             cells = json.loads(plan.read_text())["cells"]
             first, second = (out / "cells" / c["hash"] for c in cells[:2])
-            if (first / "eval_evaluate.json").is_file() and list((second / "run" / "checkpoints").glob("step_*")):
+            if (first / "eval_minimal_pairs.json").is_file() and list((second / "run" / "checkpoints").glob("step_*")):
                 break
         assert p.poll() is None, p.stdout.read()
         time.sleep(0.05)
@@ -60,7 +68,7 @@ def test_killed_sweep_resumes_skipping_finished_cells_then_compares(spec_file, t
         assert steps == sorted(set(steps))  # no step logged twice after the resume
     rep = out / "report"
     md = (rep / "report.md").read_text()
-    for want in ("| val_loss | late40 | 2 |", "| mlm_loss | r15 | 2 |", "(baseline)", "paired diff to baseline",
+    for want in ("| val_loss | late40 | 2 |", "| minimal_pairs_acc | late40 | 2 |", "| mlm_loss | r15 | 2 |", "(baseline)", "paired diff to baseline",
                  "| r15 | 2 |"):
         assert want in md, md
     assert any(v in md for v in ("within noise", "better", "worse"))
