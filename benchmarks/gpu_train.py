@@ -44,7 +44,8 @@ def run(seq_len: int, steps: int, device: torch.device, dry: bool) -> list[list]
 
     from masklab import kernels
     from masklab.config import load_config
-    from masklab.pretrain.loop.metrics import matmul_peak_flops, step_flops
+    from masklab.pretrain.loop.flops import step_flops
+    from masklab.pretrain.loop.metrics import matmul_peak_flops
     from masklab.pretrain.model import build_model
 
     tok, samples = pydoc_samples(seq_len)

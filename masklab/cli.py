@@ -21,6 +21,7 @@ STAGES = [
     "masklab.downstream.cli",  # embed, classify, predict, finetune, ensemble, carry, report
     "masklab.env",  # env
     "masklab.smoke",  # smoke
+    "masklab.sweep.cli",  # sweep, sweep-cell, compare
     "masklab.kernels.gpu_check_cli",  # gpu-check
 ]
 

@@ -113,7 +113,12 @@ class TrainConfig:
     max_nan_skips: int = 5
     stop_poll_steps: int = 10  # distributed: ranks agree on a stop signal every this many steps (a host sync)
     progress: bool = True
-    tensorboard: bool = True
+    # where metrics go besides metrics.jsonl (always written): tensorboard | wandb (optional extra
+    # `pip install masklab[wandb]`; project train.wandb_project, group WANDB_RUN_GROUP / train.wandb_group)
+    loggers: List[str] = field(default_factory=lambda: ["tensorboard"])
+    tensorboard: Optional[bool] = None  # before train.loggers: false drops tensorboard, true adds it (old configs)
+    wandb_project: str = "masklab"
+    wandb_group: str = ""  # "" = $WANDB_RUN_GROUP (a sweep sets it to its name, so its cells are grouped)
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
     launcher: str = "auto"  # auto | single | ddp | deepspeed
     zero_stage: int = 1

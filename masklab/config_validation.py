@@ -83,6 +83,9 @@ def validate(cfg: DictConfig) -> None:
     need(not cfg.data.batch_tokens or cfg.data.batch_tokens >= 2 * cfg.data.seq_len,
          f"data.batch_tokens={cfg.data.batch_tokens} must be >= 2 x data.seq_len={cfg.data.seq_len}")
     need(t.max_steps >= 1, "train.max_steps must be >= 1")
+    bad = [x for x in t.loggers if x not in ("tensorboard", "wandb")]
+    need(not bad and len(set(t.loggers)) == len(t.loggers),
+         f"train.loggers={list(t.loggers)}: each of tensorboard, wandb at most once")
     need(math.isfinite(t.lr) and t.lr > 0, f"train.lr={t.lr} must be a finite number > 0")
     need(len(t.betas) == 2 and all(0.0 <= b < 1.0 for b in t.betas), f"train.betas={list(t.betas)} must be two numbers in [0, 1)")
     need(math.isfinite(t.eps) and t.eps > 0, f"train.eps={t.eps} must be a finite number > 0")

@@ -24,7 +24,10 @@ from masklab.data_prep.informask import corpus_arrays, informative_relevance, to
 from masklab.data_prep.shards import ShardSet
 from masklab.errors import ConfigError
 
-FORMAT = "masklab-token-weights-v2"  # v2: both scores (v1 held surprisal only)
+# v2: both scores (v1 held surprisal only); v3: the best-of-N search shares one budget rounding per
+# document (v2's pmi rates were biased upwards, 0.155 instead of 0.15 on pydoc). A resume across the
+# change is refused by masking_compat's masking.informask_table key.
+FORMAT = "masklab-token-weights-v3"
 SCORES = ("pmi", "surprisal")
 
 
@@ -72,8 +75,8 @@ def load_token_weights(path: str, score: str = "pmi", tokenizer_sha256: Optional
                           "`masklab informask-weights`)")
     m = json.loads((p / "manifest.json").read_text())
     if m.get("format") != FORMAT:
-        raise ConfigError(f"weight table {path}: format '{m.get('format')}' is not {FORMAT} (it has no PMI "
-                          "score); rebuild it with `masklab informask-weights`")
+        raise ConfigError(f"weight table {path}: format '{m.get('format')}' is not {FORMAT} (older tables have "
+                          "no PMI score or biased PMI rates); rebuild it with `masklab informask-weights`")
     if tokenizer_sha256 is not None and m.get("tokenizer_sha256") != tokenizer_sha256:
         raise ConfigError(f"weight table {path} was built with another tokenizer; rebuild it")
     w = np.load(p / f"token_weights_{score}.npy").astype(np.float64)

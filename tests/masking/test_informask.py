@@ -45,12 +45,12 @@ def test_token_rates_equal_brute_force(prepared_data):
     starts = np.searchsorted(docs, np.arange(len(per_doc)))
     masked, seen = np.zeros(V), np.zeros(V)
     keys = [candidate_uniforms(3, len(toks), 2 * k) for k in range(N_CANDIDATES)]
-    extra = [candidate_uniforms(3, len(per_doc), 2 * k + 1) for k in range(N_CANDIDATES)]
+    extra = candidate_uniforms(3, len(per_doc), 1)  # ONE rounding draw per document, shared by the candidates
     for d, seq in enumerate(per_doc):
         idx = [starts[d] + i for i, t in enumerate(seq) if maskable[t]]
         best, best_score = [], -np.inf
+        budget = math.floor(0.15 * len(idx) + extra[d])
         for k in range(N_CANDIDATES):
-            budget = math.floor(0.15 * len(idx) + extra[k][d])
             cand = sorted(idx, key=lambda i: keys[k][i])[:budget]
             score = sum(ir[i] for i in cand)
             if score > best_score:
@@ -62,6 +62,23 @@ def test_token_rates_equal_brute_force(prepared_data):
     want = np.where(seen > 0, masked / np.maximum(seen, 1), 0.15) * maskable
     np.testing.assert_array_equal(occ, seen)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("relevance", ["ones", "random"])
+@pytest.mark.parametrize("doc_len,rate", [(10, 0.15), (7, 0.3), (40, 0.15)])
+def test_best_of_n_search_keeps_the_build_rate(doc_len, rate, relevance):
+    """The law, not the implementation: whatever the relevance, the search picks WHICH positions
+    to mask, never how many, so the realised rate is the build rate (the issue's example: 10-token
+    documents at 0.15 realised 0.1998 when each candidate drew its own budget rounding)."""
+    D = 3000
+    docs = np.repeat(np.arange(D), doc_len)
+    toks = np.arange(D * doc_len) % 50 + 5
+    ir = np.ones(len(toks)) if relevance == "ones" else np.random.default_rng(1).normal(size=len(toks))
+    r, occ = token_rates(toks, docs, ir, np.ones(60, bool), 60, rate, 0)
+    realised = (r * occ).sum() / occ.sum()
+    # per-document budget = floor(rate * n + U): its mean over D documents has sd <= 0.5 / sqrt(D) / n
+    tol = 5 * 0.5 / math.sqrt(D) / doc_len
+    assert abs(realised - rate) <= tol, (realised, rate, tol)
 
 
 def test_bernoulli_with_weights_masks_each_token_at_its_own_rate(prepared_data, tmp_path):
@@ -85,7 +102,7 @@ def test_score_picks_the_table_and_old_tables_are_refused(prepared_data, weights
     old = tmp_path / "old"
     old.mkdir()
     (old / "manifest.json").write_text(json.dumps({**m, "format": "masklab-token-weights-v1"}))
-    with pytest.raises(ConfigError, match="format 'masklab-token-weights-v1' is not masklab-token-weights-v2"):
+    with pytest.raises(ConfigError, match="format 'masklab-token-weights-v1' is not masklab-token-weights-v3"):
         load_token_weights(str(old))
     with pytest.raises(ConfigError, match="informask_score='idf' is not one of pmi, surprisal"):
         make_collator(prepared_data, "masking.informask_score=idf")
@@ -111,3 +128,25 @@ def test_informask_recipe_and_relative_tables_resolve_against_the_working_dir(pr
     with pytest.raises(ConfigError, match="masking.informask_weights=runs/informask: no such directory .* resolved "
                                           "against the working directory"):
         collator()
+
+
+def test_resume_of_a_run_trained_with_a_biased_v2_table_is_refused(prepared_data, weights_table):
+    """Rebuilding the table changes the rates, hence the masks: a checkpoint from before the fix
+    (no informask_table key) cannot continue with the v3 table; runs without a table are unaffected."""
+    from omegaconf import OmegaConf
+
+    from masklab.config_schema import MaskLabConfig
+    from masklab.errors import MaskLabError
+    from masklab.pretrain.loop.resume import check_resume_compatible
+    from masklab.pretrain.masking import masking_compat
+
+    cfg = OmegaConf.structured(MaskLabConfig)
+    plain = masking_compat(cfg)
+    old = {"compat": {k: v for k, v in plain.items()}}  # a pre-fix checkpoint: same keys, no table key
+    check_resume_compatible(old, plain)
+    cfg.masking.informask_weights = str(weights_table)
+    now = masking_compat(cfg)
+    assert now["masking.informask_table"] == "masklab-token-weights-v3"
+    with pytest.raises(MaskLabError, match="masking.informask_table: checkpoint masklab-token-weights-v2"):
+        check_resume_compatible(old, now)
+    check_resume_compatible({"compat": now}, now)

@@ -17,7 +17,10 @@ EVAL_MASKING = {"eval_rate": 0.15, "unit": "token", "selector": "budget", "mask_
                 "keep_prob": 0.1, "corrupt_per_unit": False, "insertion": "input", "insert_layer": 0}
 
 
-def _evaluate(args) -> int:
+def evaluate_checkpoint(checkpoint: str, shards_dir: str, split: str = "validation", batches: int = 16,
+                        batch_size: int = 32, pll_sentences: int = 16, seed: int = 0, device: str = "auto") -> dict:
+    """Masked-token loss / accuracy at the fixed EVAL_MASKING and PLL of `checkpoint` on `shards_dir`
+    (tokenized with the checkpoint's tokenizer). -> the JSON object `masklab evaluate` prints."""
     import torch
     from omegaconf import OmegaConf
 
@@ -30,26 +33,31 @@ def _evaluate(args) -> int:
     from masklab.pretrain.hf.init_from import head_origin
     from masklab.pretrain.evaluate.pll import pll_report_ids
 
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _, cfg = load_pretrained(args.checkpoint, device)
-    shards = ShardSet(args.shards, args.split)
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, _, cfg = load_pretrained(checkpoint, dev)
+    shards = ShardSet(shards_dir, split)
     info = shards.tokenizer
-    if info.sha256 != load_tokenizer(resolve_checkpoint(args.checkpoint) / "tokenizer")[1].sha256:
-        raise DataError(f"{args.shards} was tokenized with another tokenizer than {args.checkpoint}")
-    cfg = OmegaConf.merge(cfg, {"data": {"shards": args.shards}, "masking": EVAL_MASKING,
-                                "train": {"seed": args.seed}})
+    if info.sha256 != load_tokenizer(resolve_checkpoint(checkpoint) / "tokenizer")[1].sha256:
+        raise DataError(f"{shards_dir} was tokenized with another tokenizer than {checkpoint}")
+    cfg = OmegaConf.merge(cfg, {"data": {"shards": shards_dir}, "masking": EVAL_MASKING, "train": {"seed": seed}})
     c = Collator(cfg, shards)
-    res = {"checkpoint": str(args.checkpoint), "split": args.split, "mask_rate": 0.15, "seed": args.seed,
-           "mlm_head": head_origin(resolve_checkpoint(args.checkpoint))}
+    res = {"checkpoint": str(checkpoint), "split": split, "mask_rate": 0.15, "seed": seed,
+           "mlm_head": head_origin(resolve_checkpoint(checkpoint))}
     if res["mlm_head"] == "initialised":
         log.warning("%s: the MLM head was initialised at random on import (the source had none): masked-token "
-                    "numbers measure only what this run trained", args.checkpoint)
-    res.update(evaluate_batches(model, eval_batches(c, args.batch_size, args.batches), device))
-    n = min(args.pll_sentences, len(c.samples))
+                    "numbers measure only what this run trained", checkpoint)
+    res.update(evaluate_batches(model, eval_batches(c, batch_size, batches), dev))
+    n = min(pll_sentences, len(c.samples))
     if n > 0:
         rows = c.sample_ids(0, n)
         sentences = (torch.as_tensor(c.sample_tokens(int(r))[0]) for r in rows)
         res.update(pll_report_ids(model, sentences, set(info.special_ids), info.mask_id))
+    return res
+
+
+def _evaluate(args) -> int:
+    res = evaluate_checkpoint(args.checkpoint, args.shards, args.split, args.batches, args.batch_size,
+                              args.pll_sentences, args.seed, args.device)
     print(json.dumps(res, indent=1))
     return 0
 

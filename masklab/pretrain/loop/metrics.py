@@ -1,4 +1,5 @@
-"""Training metrics: a JSONL log (the record tests compare) and TensorBoard; FLOP accounting."""
+"""Training metrics: a JSONL log (the record tests compare), TensorBoard and W&B (train.loggers);
+the matmul peak probe (FLOP accounting is flops.py)."""
 from __future__ import annotations
 
 import errno
@@ -25,10 +26,12 @@ class MetricsLog:
     kill or a full disk mid-write) is cut off. Each record is one `write` of a whole line
     on an O_APPEND descriptor, so a reader never sees half a record followed by another."""
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, resume_step: int = 0):
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, resume_step: int = 0,
+                 wandb: Optional[dict] = None):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.tb = None
+        self.wb = None
         self.fd: Optional[int] = None
         if not enabled:
             return
@@ -43,6 +46,8 @@ class MetricsLog:
                 self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1)
             except ImportError:
                 self.tb = None
+        if wandb is not None:
+            self.wb = _wandb_run(Path(run_dir), **wandb)
 
     def log(self, step: int, record: dict) -> None:
         if not self.enabled:
@@ -60,6 +65,8 @@ class MetricsLog:
             for k, v in rec.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, step)
+        if self.wb is not None:
+            self.wb.log({k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "step"}, step=step)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -67,6 +74,30 @@ class MetricsLog:
             self.fd = None
         if self.tb is not None:
             self.tb.close()
+        if self.wb is not None:
+            self.wb.finish()
+            self.wb = None
+
+
+def active_loggers(tc) -> list[str]:
+    """train.loggers, corrected by the old train.tensorboard flag where a config still sets it."""
+    out = [x for x in tc.loggers if not (x == "tensorboard" and tc.tensorboard is False)]
+    return out + ["tensorboard"] if tc.tensorboard is True and "tensorboard" not in out else out
+
+
+def _wandb_run(run_dir: Path, project: str, group: str, config: dict):
+    """A W&B run whose id is a hash of the run directory, so a resumed run continues the same W&B run
+    (WANDB_MODE=offline writes under run_dir/wandb)."""
+    import hashlib
+
+    try:
+        import wandb
+    except ImportError:
+        raise MaskLabError("train.loggers includes wandb, but wandb is not installed "
+                           "(pip install 'masklab[wandb]', or drop wandb from train.loggers)") from None
+    run_id = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return wandb.init(project=project, group=group or os.environ.get("WANDB_RUN_GROUP") or None, dir=str(run_dir),
+                      id=run_id, resume="allow", config=config, reinit="finish_previous")
 
 
 def _records_up_to(path: Path, step: int) -> list[str]:
@@ -105,14 +136,3 @@ def matmul_peak_flops(device: torch.device, dtype=torch.float32, n: int = 1024, 
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
-
-
-def step_flops(model_cfg, vocab: int, seq_lens: torch.Tensor, n_pred: int, n_tokens: Optional[int] = None) -> float:
-    """Executed FLOPs of fwd + bwd (3x fwd) for one unpadded micro-batch: matmuls only."""
-    d, i, L = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers
-    T = int(seq_lens.sum()) if n_tokens is None else n_tokens
-    mlp = (3 if model_cfg.preset == "modernbert" else 2) * d * i
-    dense = 2 * T * L * (4 * d * d + mlp)
-    attn = 4 * L * d * float((seq_lens.double() ** 2).sum())
-    head = 2 * n_pred * (d * d + d * vocab)
-    return 3.0 * (dense + attn + head)

@@ -64,9 +64,12 @@ _HINT = {"engine": "the checkpoint was written by a different engine (True = Dee
          "model.local_window_over": "modernbert local layers that run on a stream with rows removed (late-mask "
                                     "insertion's visible stream, Token Dropping's kept rows) now take local_window "
                                     "over true positions; the checkpoint was trained with it over stream rows",
+         "masking.informask_table": "InforMask weight tables before v3 had PMI rates biased upwards; the run was "
+                                    "trained with such a table and cannot continue with a rebuilt one",
          **DATA_HINTS}
 # Keys that checkpoints written before they existed are known to have had.
-_OLD_DEFAULTS = {"masking.algorithm": 1, "model.local_window_over": "rows", **DATA_OLD_DEFAULTS}
+_OLD_DEFAULTS = {"masking.algorithm": 1, "masking.informask_table": "masklab-token-weights-v2",
+                 "model.local_window_over": "rows", **DATA_OLD_DEFAULTS}
 
 
 def check_resume_compatible(saved: dict, current: dict) -> None:

@@ -51,6 +51,11 @@ class RunState:
     t_log: float = 0.0  # perf_counter at the previous log line
     data_position: Optional[int] = None  # the data cursor of `start` (from the checkpoint; None: from the step)
     loader: Any = None  # the step loader: its sampler knows the data cursor of every step it reached
+    # compute so far (saved in checkpoints, so a resumed run continues the count): real tokens of all ranks
+    # (a float64 device scalar, read on log / eval / save steps only) and executed FLOPs (flops.py, this
+    # rank's count x world size)
+    tokens_seen: Any = 0.0
+    flops_seen: float = 0.0
 
     @property
     def use_ds(self) -> bool:

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from masklab.pretrain.loop import distributed as D
-from masklab.pretrain.loop.metrics import step_flops
+from masklab.pretrain.loop.flops import batch_flops
 
 
 def lr_at(step: int, tc) -> float:
@@ -60,8 +60,10 @@ def host_counts(run, step_batches: list) -> tuple[int, int, int, float]:
     n_pred = sum(b.num_predictions for b in step_batches)
     n_mask = sum(b.num_maskable for b in step_batches)
     tokens = sum(b.num_tokens for b in step_batches)
-    flops = sum(step_flops(run.cfg.model, run.model.vocab_size, b.cu_seqlens[1:] - b.cu_seqlens[:-1],
-                           b.num_predictions) for b in step_batches)
+    m, special = run.cfg.masking, run.collator.tok.special_ids
+    insert = m.insert_layer if m.insertion == "late" else 0
+    flops = sum(batch_flops(run.cfg.model, run.model.vocab_size, b, insert, special)
+                for b in step_batches)
     return n_pred, n_mask, tokens, flops
 
 

@@ -27,7 +27,7 @@ from masklab.pretrain.hf import init_from
 from masklab.pretrain.checkpoint.integrity import allow_missing_checksums
 from masklab.pretrain.checkpoint.store import latest_checkpoint, load_checkpoint, load_state, move_aside_after, save_checkpoint
 from masklab.pretrain.evaluate.heldout import evaluate_batches
-from masklab.pretrain.loop.metrics import MetricsLog, peak_memory_mb
+from masklab.pretrain.loop.metrics import MetricsLog, active_loggers, peak_memory_mb
 from masklab.pretrain.loop.nonfinite import NonFiniteCounter
 from masklab.pretrain.loop.progress import TrainProgress
 from masklab.pretrain.loop.resume import check_out_dir_free, check_resume_compatible, checkpoint_to_resume
@@ -81,6 +81,8 @@ def run_loop(run: RunState, stop: StopFlag, hooks: Optional[TrainHooks]) -> dict
             t0 = time.perf_counter()
             result = train_step(run, step_batches, run.step, hooks)
             run.nonfinite.update(result.ok, run.step)
+            run.tokens_seen = result.stats[2].double() + run.tokens_seen  # on the device: no host read
+            run.flops_seen += result.flops * run.world.world_size
             run.step += 1
             run.busy_s, run.busy_steps = run.busy_s + time.perf_counter() - t0, run.busy_steps + 1
             maybe_log(run, metrics, bar, result, peak)
@@ -121,13 +123,22 @@ def restore(run: RunState) -> None:
     run.start = run.step = int(state["step"])
     run.nan_total = int(state.get("nan_skipped_total", 0))
     run.data_position = int(state["data_position"])
+    run.tokens_seen = float(state.get("tokens_seen", 0.0))  # checkpoints before the count: from 0
+    run.flops_seen = float(state.get("flops_seen", 0.0))
     log.info("resumed from %s at step %d (%s engine, world size %d; saved by world size %s)", run.ckpt, run.start,
              run.engine.kind, run.world.world_size, state.get("world_size", "?"))
 
 
 def open_outputs(run: RunState) -> MetricsLog:
     """metrics.jsonl (cut back to the resumed step) and the run's resolved config.yaml."""
-    metrics = MetricsLog(run.run_dir, run.world.is_main, run.cfg.train.tensorboard, resume_step=run.start)
+    tc = run.cfg.train
+    loggers = active_loggers(tc)
+    wb = None
+    if "wandb" in loggers and run.world.is_main:
+        from omegaconf import OmegaConf
+
+        wb = {"project": tc.wandb_project, "group": tc.wandb_group, "config": OmegaConf.to_container(run.cfg, resolve=True)}
+    metrics = MetricsLog(run.run_dir, run.world.is_main, "tensorboard" in loggers, resume_step=run.start, wandb=wb)
     if run.world.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(to_yaml(run.cfg))
@@ -168,12 +179,17 @@ def maybe_log(run: RunState, metrics: MetricsLog, bar: TrainProgress, r: StepRes
                 "grad_norm": float("nan") if run.nan_run else grad_norm, "tokens_per_s": tokens / dt,
                 "step_time_s": dt, "wall_s": time.perf_counter() - run.t_log,
                 "peak_memory_mb": peak_memory_mb(run.device), "utilisation": r.flops / dt / peak.measured,
-                "nan_skipped_total": run.nan_total}
+                "nan_skipped_total": run.nan_total, **compute_seen(run)}
     if peak.spec:  # CUDA with a known spec sheet: MFU against the vendor's dense peak too
         run.last["utilisation_spec"] = r.flops / dt / peak.spec
     run.t_log = time.perf_counter()
     metrics.log(step, run.last)
     bar.logged(step, loss, acc, run.last["tokens_per_s"])
+
+
+def compute_seen(run: RunState) -> dict:
+    """Cumulative real tokens and executed FLOPs up to this step (the x axes of `masklab compare`)."""
+    return {"tokens_seen": float(run.tokens_seen), "flops_seen": run.flops_seen}
 
 
 def maybe_eval(run: RunState, metrics: MetricsLog, force: bool = False) -> Optional[dict]:
@@ -183,7 +199,7 @@ def maybe_eval(run: RunState, metrics: MetricsLog, force: bool = False) -> Optio
     if not force:
         track_non_finite(run)  # no evaluation after the run hit train.max_nan_skips
     ev = evaluate_batches(run.model, run.eval_set, run.device, run.autocast)
-    record = {f"eval_{k}": v for k, v in ev.items()}
+    record = {**{f"eval_{k}": v for k, v in ev.items()}, **compute_seen(run)}
     metrics.log(step, record)
     if not force:
         run.first_eval = run.first_eval or ev
@@ -229,7 +245,7 @@ def save(run: RunState):
     state = {"data_position": run.loader.sampler.position(step), "logger_step": step, "compat": run.compat,
              "masking_rate": run.collator.rate(step), "world_size": run.world.world_size, "engine": run.engine.kind,
              "zero_stage": tc.zero_stage if run.use_ds else None, "nan_skipped_total": run.nan_total,
-             "out_dir": str(run.run_dir.resolve())}
+             "out_dir": str(run.run_dir.resolve()), **compute_seen(run)}
     path, extra = None, {}
     if run.use_ds:
         extra["deepspeed"] = run.run_dir / "checkpoints" / f".ds-step_{step:08d}"

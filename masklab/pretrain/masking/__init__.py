@@ -30,6 +30,10 @@ def masking_compat(cfg) -> dict:
     m = cfg.masking
     out = {"masking.algorithm": MASKING_ALGORITHM}
     out.update({f"masking.{k}": getattr(m, k) for k in MASK_KEYS})
+    if m.informask_weights:  # the table's format decides its rates (v3: unbiased best-of-N search)
+        from masklab.data_prep.weights import FORMAT
+
+        out["masking.informask_table"] = FORMAT
     out["masking.schedule_length"] = 0 if m.schedule == "constant" else int(m.schedule_steps or cfg.train.max_steps)
     return out
 
