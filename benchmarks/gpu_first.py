@@ -332,7 +332,8 @@ def train_step(args) -> int:
     from transformers import BertConfig, BertForMaskedLM
 
     from masklab.config import load_config
-    from masklab.pretrain.loop.metrics import matmul_peak_flops, step_flops
+    from masklab.pretrain.loop.flops import step_flops
+    from masklab.pretrain.loop.metrics import matmul_peak_flops
     from masklab.pretrain.loop.peak import probe_size, spec_peak_flops
     from masklab.pretrain.model import build_model
 
