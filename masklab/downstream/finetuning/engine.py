@@ -122,7 +122,7 @@ def fit(model, train: Encoded, s: Settings, workdir: Path, evaluate: Optional[Ca
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_norm)
             opt.step()
             step += 1
-            loss_sum, loss_n = loss_sum + float(loss), loss_n + 1
+            loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
             bar.update(step, loss_sum / loss_n, int(b["input_ids"].numel()))
             end_of_epoch = step % per_epoch == 0 or step == total
             if end_of_epoch:

@@ -1,0 +1,139 @@
+"""`masklab glue` end to end, offline, on GLUE-format fixture directories: a tiny MaskLab
+checkpoint and MiniLM on the five small tasks (table printed, cells skipped on rerun, baseline
+differences, chart), resume after a kill -9 (the same result as an unkilled run), bad inputs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from masklab.cli import main
+
+from .glue_fixture import write_glue_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--set", "tasks.cola.epochs=1", "--set", "tasks.mrpc.epochs=1", "--set", "tasks.stsb.epochs=1",
+        "--set", "tasks.rte.epochs=2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    return write_glue_dir(tmp_path_factory.mktemp("glue"), n_train=96, n_dev=48)
+
+
+def test_tiny_checkpoint_small_tasks_table_skip_and_baseline(tiny_ckpt, glue_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["glue", str(tiny_ckpt), "--out", str(out), "--data", str(glue_dir), "--tasks", "small", "--seeds", "1",
+            *FAST, "--set", "tasks.rte.epochs=1", "--max-train", "48"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "Average over 5 task(s): rte, sst2, mrpc, cola, stsb (not the GLUE average)" in table
+    assert "| CoLA (MCC) |" in table and "seed 1" in table and "subsampled 48 of 96 rows" in table
+    cell = json.loads((out / "stsb" / "seed_1" / "results.json").read_text())
+    assert set(cell["dev"]["dev"]) == {"pearson", "spearman", "score"} and cell["steps"] == 2  # 48 rows / 32
+    assert not (out / "stsb" / "seed_1" / "work").exists()  # the checkpoint went with the finished cell
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["tasks"]["rte"]["scores"]) == {"1"} and (out / "results.png").stat().st_size > 1000
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/results.json")}
+    assert len(mtimes) == 5
+    assert main(args) == 0  # rerun: every cell skipped
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/results.json")} == mtimes
+    capsys.readouterr()
+    # other settings into the same --out: refused, not mixed into the table
+    assert main([*args[:-2], "--max-train", "40"]) == 2
+    assert "holds a result of other settings" in capsys.readouterr().err
+    # a second run (2 seeds) against the first as baseline
+    out2 = tmp_path / "run2"
+    assert main(["glue", str(tiny_ckpt), "--out", str(out2), "--data", str(glue_dir), "--tasks", "rte,cola",
+                 "--seeds", "1,2", *FAST, "--set", "tasks.rte.epochs=1", "--set", "tasks.rte.lr=1e-4",
+                 "--max-train", "48", "--baseline", str(out / "results.json")]) == 0
+    table = capsys.readouterr().out
+    assert "baseline median" in table and "n/a (< 2 seeds)" in table and "over rte, cola" in table
+
+
+def test_report_difference_interval():
+    from masklab.downstream.glue.report import markdown
+
+    def summary(scores):
+        return {"model": "m", "recipe": "r", "seeds": [1, 2, 3], "wall_s": 0, "average": 0.0, "average_over": ["rte"],
+                "average_label": "Average over 1 task(s): rte (not the GLUE average)",
+                "tasks": {"rte": {"scores": dict(zip("123", scores)), "median": sorted(scores)[1], "train": "x"}}}
+
+    md = markdown(summary([60.0, 62.0, 64.0]), summary([50.0, 51.0, 55.0]))
+    row = next(line for line in md.splitlines() if line.startswith("| RTE"))
+    # Welch: diff of means 10.0, se = sqrt(4/3 + 7/3), df = 3.73..., t(0.975) = 2.87...
+    assert "+11.00" in row and "[+4." in row and ", +15." in row
+
+
+def test_minilm_five_small_tasks(minilm, glue_dir, tmp_path, capsys):
+    out = tmp_path / "minilm"
+    assert main(["glue", str(minilm), "--out", str(out), "--data", str(glue_dir), "--tasks", "small", "--seeds", "1",
+                 *FAST]) == 0
+    table = capsys.readouterr().out
+    s = json.loads((out / "results.json").read_text())
+    assert s["average_over"] == ["rte", "sst2", "mrpc", "cola", "stsb"]
+    # the fixtures carry a keyword signal: a real encoder learns it in one epoch of 96 rows
+    assert s["tasks"]["sst2"]["median"] > 70, table
+    assert s["tasks"]["stsb"]["median"] > 30, table
+
+
+_KILL = """
+import os, signal, sys
+from masklab.downstream.finetuning import engine
+real = engine.lr_factor
+def lr_factor(step, total, warmup):  # called once per optimizer step: die hard at step K
+    if step == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(step, total, warmup)
+engine.lr_factor = lr_factor
+from masklab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_resume_after_kill_matches_unkilled_run(tiny_ckpt, glue_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "KILL_AT": "9"}
+    args = ["glue", str(tiny_ckpt), "--data", str(glue_dir), "--tasks", "rte", "--seeds", "3", "--no-progress",
+            "--set", "tasks.rte.epochs=3"]  # 96 rows / 16 = 6 steps per epoch; killed in epoch 2 at step 9
+    killed = subprocess.run([sys.executable, "-c", _KILL, *args, "--out", str(tmp_path / "a")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    state = json.loads((tmp_path / "a" / "rte" / "seed_3" / "work" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 6 and not (tmp_path / "a" / "rte" / "seed_3" / "results.json").exists()
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0  # resumes at step 6
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # never killed
+    a, b = (json.loads((tmp_path / d / "rte" / "seed_3" / "results.json").read_text()) for d in "ab")
+    assert a["steps"] == b["steps"] == 18
+    for ha, hb in zip(a["history"], b["history"]):
+        assert ha["train_loss"] == hb["train_loss"] and ha["dev"] == hb["dev"]
+
+
+def test_bad_inputs(tiny_ckpt, glue_dir, tmp_path, capsys):
+    base = ["glue", str(tiny_ckpt), "--out", str(tmp_path / "o"), "--no-progress"]
+    cases = [
+        ([*base, "--data", str(glue_dir), "--tasks", "cola,wnli"], "unknown GLUE task"),
+        ([*base, "--data", str(tmp_path / "nope"), "--tasks", "cola"], "not a directory"),
+        (["glue", str(tmp_path), "--out", str(tmp_path / "o"), "--data", str(glue_dir)], "neither a MaskLab checkpoint"),
+        ([*base, "--data", str(glue_dir), "--tasks", "mnli", "--set", "tasks.mnli.lrr=1"], "Key 'lrr' not in"),
+        ([*base, "--data", str(glue_dir), "--tasks", "rte", "--mnli-start", "--seeds", "1"], "--mnli-start:"),
+        ([*base, "--custom", "x", "--data", str(glue_dir)], "--custom NAME needs"),
+        ([*base, "--data", str(glue_dir), "--tasks", "cola", "--baseline", str(glue_dir / "CoLA" / "dev.tsv")],
+         "cannot read a GLUE results.json"),
+    ]
+    for argv, msg in cases:
+        assert main(argv) == 2, argv
+        assert msg in capsys.readouterr().err, argv
+
+
+def test_custom_task_end_to_end(tiny_ckpt, tmp_path, capsys):
+    rows = [{"text": f"{'secret' if i % 2 else 'weather'} word {i}", "y": "pos" if i % 2 else "neg"} for i in range(32)]
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["glue", str(tiny_ckpt), "--out", str(tmp_path / "o"), "--custom", "toy", "--custom-train",
+                 str(tmp_path / "train.jsonl"), "--custom-dev", str(tmp_path / "dev.jsonl"), "--text-columns", "text",
+                 "--label-column", "y", "--metric", "f1", "--seeds", "1", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "| toy |" in table and "Average over 1 task(s): toy" in table
