@@ -58,6 +58,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("data_input", ["data_input.py"] + (["--quick"] if quick else [])),
         ("packing", ["packing.py"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
+        ("glue_speed", ["glue_speed.py"] + (["--quick"] if quick else [])),
     ]
     return out
 

