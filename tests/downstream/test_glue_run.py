@@ -138,3 +138,33 @@ def test_custom_task_end_to_end(tiny_ckpt, tmp_path, capsys):
                  "--label-column", "y", "--metric", "f1", "--seeds", "1", "--no-progress"]) == 0
     table = capsys.readouterr().out
     assert "| toy |" in table and "Average over 1 task(s): toy" in table
+
+
+def test_slurm_executor_dry_run_then_cells_and_gather(tiny_ckpt, glue_dir, tmp_path, capsys):
+    """What the array elements and the gather job run, without a cluster: the job file lists the
+    unfinished cells, each element runs one, the gather job writes the table; a rerun submits only
+    what is missing (tests/slurm runs it on the local cluster)."""
+    from masklab.downstream.glue import slurm
+
+    out = tmp_path / "s"
+    args = ["glue", str(tiny_ckpt), "--out", str(out), "--data", str(glue_dir), "--tasks", "rte,cola", "--seeds", "1,2",
+            *FAST, "--set", "tasks.rte.epochs=1", "--max-train", "32", "--executor", "slurm", "--dry-run",
+            "--sbatch-args", "--partition=debug --time=00:20:00"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "--array=0,1,2,3" in printed and "--partition=debug" in printed and "GATHER=1" in printed
+    assert "--dependency=afterany:DRYRUN" in printed and "slurm/glue.sbatch" in printed
+    jf = out / ".slurm" / "job.json"
+    assert [tuple(c) for c in json.loads(jf.read_text())["cells"]] == [("rte", 1), ("rte", 2), ("cola", 1), ("cola", 2)]
+    assert slurm.main(["cell", str(jf), "1"]) == 0  # element 1: rte seed 2
+    assert slurm.main(["gather", str(jf)]) == 1  # three cells missing: named, exit 1
+    assert "missing cells" in capsys.readouterr().err
+    assert main(args) == 0  # rerun: only the 3 unfinished cells
+    assert "--array=0,1,2" in capsys.readouterr().out
+    cells = json.loads(jf.read_text())["cells"]
+    assert ["rte", 2] not in cells and len(cells) == 3
+    for i in range(3):
+        assert slurm.main(["cell", str(jf), str(i)]) == 0
+    assert slurm.main(["gather", str(jf)]) == 0
+    assert "Average over 2 task(s): rte, cola" in (out / "results.md").read_text()
+    assert slurm.main(["cell", str(jf), "7"]) == 2
