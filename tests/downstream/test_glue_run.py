@@ -96,18 +96,18 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_resume_after_kill_matches_unkilled_run(tiny_ckpt, glue_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "KILL_AT": "9"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "KILL_AT": "5"}
     args = ["glue", str(tiny_ckpt), "--data", str(glue_dir), "--tasks", "rte", "--seeds", "3", "--no-progress",
-            "--set", "tasks.rte.epochs=3"]  # 96 rows / 16 = 6 steps per epoch; killed in epoch 2 at step 9
+            "--set", "tasks.rte.epochs=3", "--max-train", "48"]  # 48 / 16 = 3 steps per epoch; killed at step 5
     killed = subprocess.run([sys.executable, "-c", _KILL, *args, "--out", str(tmp_path / "a")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = json.loads((tmp_path / "a" / "rte" / "seed_3" / "work" / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 6 and not (tmp_path / "a" / "rte" / "seed_3" / "results.json").exists()
-    assert main([*args, "--out", str(tmp_path / "a")]) == 0  # resumes at step 6
+    assert state["step"] == 3 and not (tmp_path / "a" / "rte" / "seed_3" / "results.json").exists()
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0  # resumes at step 3
     assert main([*args, "--out", str(tmp_path / "b")]) == 0  # never killed
     a, b = (json.loads((tmp_path / d / "rte" / "seed_3" / "results.json").read_text()) for d in "ab")
-    assert a["steps"] == b["steps"] == 18
+    assert a["steps"] == b["steps"] == 9
     for ha, hb in zip(a["history"], b["history"]):
         assert ha["train_loss"] == hb["train_loss"] and ha["dev"] == hb["dev"]
 
