@@ -168,3 +168,32 @@ def test_slurm_executor_dry_run_then_cells_and_gather(tiny_ckpt, glue_dir, tmp_p
     assert slurm.main(["gather", str(jf)]) == 0
     assert "Average over 2 task(s): rte, cola" in (out / "results.md").read_text()
     assert slurm.main(["cell", str(jf), "7"]) == 2
+
+
+def test_mnli_matched_mismatched_and_mnli_start(tiny_ckpt, glue_dir, tmp_path, monkeypatch):
+    """MNLI's score is the mean of matched and mismatched accuracy; --mnli-start begins RTE from the
+    MNLI model of the same seed (everything but the 3-way classifier)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from masklab.downstream.finetuning import engine
+
+    out = tmp_path / "m"
+    seen = {}
+    real_fit = engine.fit
+
+    def fit(model, *a, **k):  # the weights RTE starts from
+        seen[k.get("desc", "")] = {n: t.detach().clone() for n, t in model.state_dict().items()}
+        return real_fit(model, *a, **k)
+
+    monkeypatch.setattr(engine, "fit", fit)
+    assert main(["glue", str(tiny_ckpt), "--out", str(out), "--data", str(glue_dir), "--tasks", "mnli,rte",
+                 "--mnli-start", "--seeds", "1", "--max-train", "48", "--set", "tasks.mnli.epochs=1",
+                 "--set", "tasks.rte.epochs=1", "--no-progress"]) == 0
+    m = json.loads((out / "mnli" / "seed_1" / "results.json").read_text())
+    acc = [m["dev"][k]["acc"] for k in ("dev_matched", "dev_mismatched")]
+    assert m["score"] == pytest.approx(sum(acc) / 2)
+    mnli_weights = load_file(str(out / "mnli" / "seed_1" / "model.safetensors"))
+    start = seen["rte seed 1"]
+    assert json.loads((out / "rte" / "seed_1" / "results.json").read_text())["mnli_start"] is True
+    assert all(torch.equal(start[k], v) for k, v in mnli_weights.items()) and "classifier.weight" not in mnli_weights
