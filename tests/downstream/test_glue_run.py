@@ -117,16 +117,26 @@ def test_bad_inputs(tiny_ckpt, glue_dir, tmp_path, capsys):
     cases = [
         ([*base, "--data", str(glue_dir), "--tasks", "cola,wnli"], "unknown GLUE task"),
         ([*base, "--data", str(tmp_path / "nope"), "--tasks", "cola"], "not a directory"),
-        (["glue", str(tmp_path), "--out", str(tmp_path / "o"), "--data", str(glue_dir)], "neither a MaskLab checkpoint"),
+        (["glue", str((tmp_path / "empty").mkdir() or tmp_path / "empty"), "--out", str(tmp_path / "o"), "--data",
+          str(glue_dir)], "neither a MaskLab checkpoint"),
         ([*base, "--data", str(glue_dir), "--tasks", "mnli", "--set", "tasks.mnli.lrr=1"], "Key 'lrr' not in"),
         ([*base, "--data", str(glue_dir), "--tasks", "rte", "--mnli-start", "--seeds", "1"], "--mnli-start:"),
         ([*base, "--custom", "x", "--data", str(glue_dir)], "--custom NAME needs"),
         ([*base, "--data", str(glue_dir), "--tasks", "cola", "--baseline", str(glue_dir / "CoLA" / "dev.tsv")],
          "cannot read a GLUE results.json"),
     ]
+    cases += [([*base[:3], str(glue_dir / "out"), "--data", str(glue_dir), "--tasks", "cola"], "overlaps the input"),
+              ([*base[:3], str(tiny_ckpt), "--data", str(glue_dir), "--tasks", "cola"], "overlaps the input"),
+              ([*base, "--data", str(glue_dir), "--tasks", "cola", "--max-train", "-1"], "--max-train must be >= 0")]
     for argv, msg in cases:
         assert main(argv) == 2, argv
         assert msg in capsys.readouterr().err, argv
+    # a second process on the same cell (two runs into one --out, a resubmitted array): refused by name
+    from masklab.pretrain.checkpoint.run_lock import RunLock
+
+    with RunLock(tmp_path / "o" / "cola" / "seed_1"):
+        assert main([*base, "--data", str(glue_dir), "--tasks", "cola", "--seeds", "1"]) == 2
+    assert "is being computed by another masklab glue process (host" in capsys.readouterr().err
 
 
 def test_custom_task_end_to_end(tiny_ckpt, tmp_path, capsys):

@@ -33,6 +33,10 @@ def _glue(args) -> int:
         if not Path(args.data).is_dir():
             raise MaskLabError(f"--data {args.data}: not a directory (give 'hub' or a GLUE directory with "
                                "<Task>/train.tsv and dev.tsv)")
+    for flag in ("max_train", "max_eval", "max_steps"):
+        if getattr(args, flag) < 0:
+            raise MaskLabError(f"--{flag.replace('_', '-')} must be >= 0")
+    _check_disjoint(args)
     seeds = None
     if args.seeds:
         try:
@@ -62,6 +66,20 @@ def _glue(args) -> int:
     print(s["markdown"], end="")
     print(f"results: {args.out}/results.json, {args.out}/results.md, {args.out}/results.png")
     return 0
+
+
+def _check_disjoint(args) -> None:
+    """--out must not be, contain or lie inside an input (the model, the data): refuse before writing."""
+    from pathlib import Path
+
+    out = Path(args.out).resolve()
+    inputs = [("MODEL", args.model)] + ([("--data", args.data)] if args.data != "hub" else [])
+    inputs += [(f, getattr(args, a)) for f, a in (("--custom-train", "custom_train"), ("--custom-dev", "custom_dev"))
+               if getattr(args, a)]
+    for flag, p in inputs:
+        q = Path(p).resolve()
+        if out == q or q in out.parents or out in q.parents:
+            raise MaskLabError(f"--out {args.out} overlaps the input {flag} {p}: choose an output directory outside it")
 
 
 def _minimal_pairs(args) -> int:

@@ -109,12 +109,6 @@ def finished(path: Path, fp: str) -> Optional[dict]:
 
 def run_cell(job: Job, recipe, recipe_file: str, name: str, seed: int, cache: dict) -> dict:
     """Fine-tune + evaluate one (task, seed); resumes from the cell's checkpoint; skips a done cell."""
-    from masklab.downstream.finetuning.batches import encode
-    from masklab.downstream.finetuning.engine import fit, predict
-    from masklab.downstream.finetuning.heads import from_pretrained
-    from masklab.downstream.glue.metrics import score
-    from masklab.downstream.run_files import atomic_file
-
     s = settings_for(job, recipe, name, seed)
     mnli_start = bool(recipe.mnli_start and name in ("rte", "mrpc", "stsb") and not job.custom)
     fp = fingerprint(job, name, s, mnli_start)
@@ -123,6 +117,48 @@ def run_cell(job: Job, recipe, recipe_file: str, name: str, seed: int, cache: di
     if done is not None:
         log.info("%s seed %d: done earlier (%s), skipped", name, seed, d / "results.json")
         return done
+    with _cell_lock(d):
+        done = finished(d, fp)  # another process may have finished it while we checked
+        if done is not None:
+            return done
+        return _train_cell(job, task_name=name, seed=seed, s=s, fp=fp, d=d, mnli_start=mnli_start,
+                           recipe_file=recipe_file, cache=cache)
+
+
+def _cell_lock(d: Path):
+    """One process per cell (two `masklab glue` into one --out, a resubmitted array): flock on
+    <cell>/.lock, dropped by the kernel when the holder dies (pretrain.checkpoint.run_lock)."""
+    import contextlib
+    import re
+
+    from masklab.errors import ConfigError
+    from masklab.pretrain.checkpoint.run_lock import RunLock
+
+    @contextlib.contextmanager
+    def lock():
+        try:
+            lk = RunLock(d).__enter__()
+        except ConfigError as e:
+            who = re.search(r"\((host .*?|holder unknown)\)", str(e))
+            raise MaskLabError(f"{d} is being computed by another masklab glue process "
+                               f"({who.group(1) if who else 'holder unknown'}); wait for it, or use another --out") from None
+        try:
+            yield
+        finally:
+            lk.__exit__(None, None, None)
+
+    return lock()
+
+
+def _train_cell(job: Job, task_name: str, seed: int, s, fp: str, d: Path, mnli_start: bool, recipe_file: str,
+                cache: dict) -> dict:
+    from masklab.downstream.finetuning.batches import encode
+    from masklab.downstream.finetuning.engine import fit, predict
+    from masklab.downstream.finetuning.heads import from_pretrained
+    from masklab.downstream.glue.metrics import score
+    from masklab.downstream.run_files import atomic_file
+
+    name = task_name
     t0 = time.time()
     if name not in cache:
         task, train, dev = load_splits(job, name)
