@@ -57,14 +57,15 @@ def _welch(a: list[float], b: list[float]) -> Optional[tuple[float, float]]:
 
 def markdown(s: dict, baseline: Optional[dict] = None) -> str:
     seeds = [str(x) for x in s["seeds"]]
-    head = ["task", *[f"seed {x}" for x in seeds], "median"]
+    head = ["task", *[f"seed {x}" for x in seeds], "median", "metrics (mean over seeds)", "wall s"]
     if baseline:
         head += ["baseline median", "diff (median)", "95% CI of diff (means)"]
     lines = [f"GLUE dev results: model `{s['model']}`, recipe `{s['recipe']}`", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t, r in s["tasks"].items():
         row = [NAMES.get(t, t), *[f"{r['scores'][x]:.2f}" if x in r["scores"] else "-" for x in seeds],
-               "-" if r["median"] is None else f"{r['median']:.2f}"]
+               "-" if r["median"] is None else f"{r['median']:.2f}", _metrics(r.get("dev", {})),
+               f"{r.get('wall_s', 0):.0f}"]
         if baseline:
             b = baseline["tasks"].get(t)
             if b and b.get("median") is not None and r["median"] is not None:
@@ -75,7 +76,7 @@ def markdown(s: dict, baseline: Optional[dict] = None) -> str:
                 row += ["-", "-", "-"]
         lines.append("| " + " | ".join(row) + " |")
     if s["average"] is not None:
-        row = [f"**{s['average_label']}**", *[""] * len(seeds), f"**{s['average']:.2f}**"]
+        row = [f"**{s['average_label']}**", *[""] * len(seeds), f"**{s['average']:.2f}**", "", ""]
         if baseline:
             common = [t for t in s["average_over"] if baseline["tasks"].get(t, {}).get("median") is not None]
             bavg = statistics.fmean(baseline["tasks"][t]["median"] for t in common) if common else None
@@ -89,6 +90,19 @@ def markdown(s: dict, baseline: Optional[dict] = None) -> str:
               "confidence interval is wide.", f"Wall time of the cells: {s['wall_s']:.0f} s."]
     lines += [f"Training data subsampled: {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _metrics(dev: dict) -> str:
+    """{seed: {split: {metric: v}}} -> 'f1 88.10, acc 83.20' (MNLI: per split), means over seeds."""
+    per: dict = {}
+    for splits in dev.values():
+        for split, ms in splits.items():
+            for m, v in ms.items():
+                if m != "score":
+                    per.setdefault((split, m), []).append(v)
+    multi = len({k[0] for k in per}) > 1
+    return ", ".join(f"{(sp.replace('dev_', '') + ' ') if multi else ''}{m} {statistics.fmean(v):.2f}"
+                     for (sp, m), v in per.items())
 
 
 def chart(summaries: list[tuple[str, dict]], path: Path) -> None:
