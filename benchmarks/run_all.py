@@ -59,6 +59,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("packing", ["packing.py"] + (["--quick"] if quick else [])),
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
         ("cli_startup", ["cli_startup.py"] + (["--quick"] if quick else [])),
+        ("glue_speed", ["glue_speed.py"] + (["--quick"] if quick else [])),
     ]
     return out
 

@@ -483,3 +483,7 @@ def register(sub) -> None:
     p.add_argument("--title", default="Detection report")
     p.add_argument("--classifiers", default=None, help="comma list: only these classifiers' rows and curves")
     _done(p, _report)
+
+    from masklab.downstream.glue.cli import register as register_glue  # glue, minimal-pairs
+
+    register_glue(sub)

@@ -79,3 +79,7 @@ def test_detection_documents_quick(tmp_path):
 def test_cli_startup_runs(tmp_path):
     text = _run("cli_startup.py", "--quick", tmp_path=tmp_path)
     assert "| masklab prep --help |" in text and "import torch" in text
+def test_glue_speed_quick(tmp_path):
+    text = _run("glue_speed.py", "--quick", tmp_path=tmp_path)
+    assert "| MaskLab engine (unpadded, length-grouped) |" in text and "vs HF dynamic padding" in text
+    assert "Target: >= 2x HF dynamic padding:" in text

@@ -28,9 +28,13 @@ class BertEmbeddings(nn.Module):
     def tokens(self) -> nn.Embedding:
         return self.word_embeddings
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids, position_ids: int64 [T] -> [T, D]. Token type is always 0 (single segments)."""
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids) + self.token_type_embeddings.weight[0]
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """input_ids, position_ids (and token_type_ids): int64 [T] -> [T, D]. Without token types every
+        token is segment 0 (pretraining's single segments); sentence pairs pass 0/1 per token."""
+        types = (self.token_type_embeddings.weight[0] if token_type_ids is None
+                 else self.token_type_embeddings(token_type_ids))
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids) + types
         return self.dropout(self.LayerNorm(x))
 
 

@@ -93,10 +93,14 @@ class EncoderMLM(nn.Module):
         return h
 
     def encode(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-               position_ids: torch.Tensor) -> torch.Tensor:
+               position_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unpadded encoder: input_ids/position_ids int64 [T], cu_seqlens int32 [B+1] -> [T, D]
-        (after the final norm where the preset has one: HF's last_hidden_state)."""
-        h = self.embeddings(input_ids, position_ids)
+        (after the final norm where the preset has one: HF's last_hidden_state). token_type_ids
+        int64 [T] (sentence pairs; bert only, the presets with segment embeddings)."""
+        if token_type_ids is not None:
+            h = self.embeddings(input_ids, position_ids, token_type_ids)
+        else:
+            h = self.embeddings(input_ids, position_ids)
         return self.final_norm(self.run_layers(h, cu_seqlens, max_seqlen, self.stream(position_ids), self.layers))
 
     def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
