@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import time
 from pathlib import Path
 

@@ -70,6 +70,17 @@ class MinimalPairsSpec:
 
 
 @dataclass
+class GlueSpec:
+    """`masklab glue` on each cell's checkpoint (masklab/downstream/glue/sweep.py)."""
+    data: str = "hub"  # 'hub' or a directory in the official GLUE layout
+    tasks: str = "small"  # as `masklab glue --tasks`
+    seeds: List[int] = field(default_factory=lambda: [19])  # fine-tuning seeds (the sweep's seeds vary pretraining)
+    max_train: int = 0  # > 0: subsample each training set (the report says so)
+    max_eval: int = 0
+    max_steps: int = 0
+
+
+@dataclass
 class SlurmSpec:
     partition: str = ""
     time: str = "02:00:00"
@@ -102,6 +113,7 @@ class SweepSpec:
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
     detection: DetectionSpec = field(default_factory=DetectionSpec)
     minimal_pairs: MinimalPairsSpec = field(default_factory=MinimalPairsSpec)
+    glue: GlueSpec = field(default_factory=GlueSpec)
     baseline: str = ""
     level: float = 0.95  # confidence level of `masklab compare`'s intervals and verdicts
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)

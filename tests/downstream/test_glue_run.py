@@ -207,3 +207,18 @@ def test_mnli_matched_mismatched_and_mnli_start(tiny_ckpt, glue_dir, tmp_path, m
     start = seen["rte seed 1"]
     assert json.loads((out / "rte" / "seed_1" / "results.json").read_text())["mnli_start"] is True
     assert all(torch.equal(start[k], v) for k, v in mnli_weights.items()) and "classifier.weight" not in mnli_weights
+
+
+def test_sweep_glue_evaluation_plugin(tiny_ckpt, glue_dir, tmp_path):
+    """The sweep's `glue` evaluation resolves to the harness and returns a score per task + the average."""
+    from omegaconf import OmegaConf
+
+    from masklab.sweep.evaluations import CellContext, resolve
+    from masklab.sweep.spec import SweepSpec
+
+    spec = OmegaConf.structured(SweepSpec)
+    spec.glue.data, spec.glue.tasks, spec.glue.max_train, spec.glue.max_steps = str(glue_dir), "rte,stsb", 32, 1
+    got = resolve("glue")(CellContext(cell_dir=tmp_path, model_dir=str(tiny_ckpt), cfg=None, spec=spec))
+    assert set(got) == {"glue_rte", "glue_stsb", "glue_average"}, got
+    assert got["glue_average"] == pytest.approx((got["glue_rte"] + got["glue_stsb"]) / 2)
+    assert (tmp_path / "eval" / "glue" / "rte" / "seed_19" / "results.json").is_file()

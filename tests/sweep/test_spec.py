@@ -11,7 +11,7 @@ from tests.sweep.conftest import write_spec
 
 
 @pytest.mark.parametrize("kw,msg", [
-    ({"evaluations": ["glue"]}, "evaluation 'glue' needs the GLUE harness"),
+    ({"evaluations": ["nomodule.here:fn"]}, "evaluation plug-in 'nomodule.here:fn' cannot be loaded"),
     ({"evaluations": ["bleu"]}, "evaluation 'bleu' is not one of evaluate, detection, minimal_pairs, glue"),
     ({"evaluations": ["nosuch.module:fn"]}, "plug-in 'nosuch.module:fn' cannot be loaded"),
     ({"seeds": [0, 0]}, "distinct"),
