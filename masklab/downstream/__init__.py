@@ -17,7 +17,7 @@ Heavy imports (torch, transformers, sklearn) happen when a function is first use
 """
 from __future__ import annotations
 
-import importlib
+from masklab.lazy import lazy_exports
 
 _EXPORTS = {
     "load_labelled": "data.labelled", "load_bastion": "data.labelled", "LabelledData": "data.labelled",
@@ -33,10 +33,4 @@ _EXPORTS = {
     "write_report": "evaluation.report", "carried": "data.carriers", "CarrierSpec": "data.carriers", "carrier_paragraphs": "data.carriers",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:  # cached, so later lookups (every op call in a model) are plain attributes
-        value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

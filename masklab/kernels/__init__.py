@@ -6,7 +6,7 @@ Loaded on first use, so that importing a submodule (the gpu-check CLI) does not 
 """
 from __future__ import annotations
 
-import importlib
+from masklab.lazy import lazy_exports
 
 _EXPORTS = {
     "varlen_attention": "ops", "masked_token_loss": "ops", "insert_masks": "ops", "gather_rows": "ops",
@@ -14,10 +14,4 @@ _EXPORTS = {
     "set_backend": "dispatch", "get_backend": "dispatch", "resolve": "dispatch",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:  # cached, so later lookups (every op call in a model) are plain attributes
-        value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

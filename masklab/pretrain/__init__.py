@@ -5,7 +5,7 @@ Loaded on first use, so that the CLI can register `masklab train ...` without im
 """
 from __future__ import annotations
 
-import importlib
+from masklab.lazy import lazy_exports
 
 _EXPORTS = {
     "UnpaddedBatch": "batch", "build_model": "model", "train": "loop.train",
@@ -13,10 +13,4 @@ _EXPORTS = {
     "resolve_checkpoint": "hf.convert",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:  # cached, so later lookups (every op call in a model) are plain attributes
-        value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
