@@ -1,308 +1,10 @@
-"""`masklab embed | classify | predict | finetune | report`: argument parsing only; the work is in
-downstream.pipeline / finetune / report."""
+"""`masklab embed | classify | predict | finetune | ensemble | carry | report` (and `glue`,
+`minimal-pairs`): argument parsing only; the work is in downstream.commands and the modules it calls."""
 from __future__ import annotations
 
-import argparse
-
-from masklab.errors import MaskLabError
-
-
-
-class FMT(argparse.ArgumentDefaultsHelpFormatter):
-    """Each default printed once: help text that already states its default (or a None / False
-    default, which says nothing) is left as written."""
-
-    def _get_help_string(self, action):
-        h = action.help or ""
-        if "default" in h.lower() or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
-            return h
-        return super()._get_help_string(action)
-
-
-def _quiet(args) -> None:
-    """Third-party progress chatter (datasets' "Generating train split", hub bars, transformers'
-    load reports) off unless --verbose: the env vars for libraries imported later, the APIs for
-    those already imported."""
-    import os
-    import sys
-
-    if getattr(args, "verbose", False):
-        return
-    for k, v in (("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                 ("TRANSFORMERS_VERBOSITY", "error")):
-        os.environ.setdefault(k, v)
-    if "datasets" in sys.modules:
-        import datasets
-
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    if "transformers" in sys.modules:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-
-
-def _verbose_arg(p: argparse.ArgumentParser) -> None:
-    # SUPPRESS: absent here keeps `masklab --verbose <stage>`'s value
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="debug logging and third-party progress output (datasets, transformers)")
-
-
-def _done(p: argparse.ArgumentParser, handler) -> None:
-    """Every stage: its own --verbose, and third-party chatter off before the handler runs."""
-    _verbose_arg(p)
-    for a in p._actions:  # options without help text would show no default at all
-        if a.help is None and a.option_strings and not any(a.default is v for v in (None, False, argparse.SUPPRESS)):
-            a.help = "default: %(default)s"
-
-    def run(args):
-        _quiet(args)
-        return handler(args)
-
-    p.set_defaults(func=run)
-
-
-def _threshold_args(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--threshold-data", default=None, metavar="FILE",
-                   help="benign rows used only to set the --target-fpr threshold (your own traffic; labelled files "
-                        f"keep their benign rows): {what}. Needs about 10/target rows (1%% FPR: ~1000); fewer "
-                        "gives a warning")
-
-
-def _threshold_texts(args):
-    """The benign rows of --threshold-data (None without it); it needs a target FPR to aim at."""
-    if not getattr(args, "threshold_data", None):
-        return None
-    if not args.target_fpr:
-        raise MaskLabError("--threshold-data sets the threshold for --target-fpr: give a target above 0")
-    from masklab.downstream.predict import read_threshold_texts
-
-    return read_threshold_texts(args.threshold_data, args.text_column, args.label_column, args.positive_label)
-
-
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("labelled data")
-    g.add_argument("--data", default="bastion",
-                   help="'bastion' (bastioncorpus, {canary} filled), a .csv/.tsv/.jsonl/.json/.parquet file, or a hub name")
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--label-column", default="label")
-    g.add_argument("--positive-label", default=None,
-                   help="label value meaning malicious/positive (default: guessed from names like 'malicious', or 1)")
-    g.add_argument("--split", default="train", help="split to load for hub datasets")
-
-
-def _load_data(args):
-    from masklab.downstream.data.labelled import load_labelled
-
-    return load_labelled(args.data, args.text_column, args.label_column, args.positive_label, args.split)
-
-
-def _no_overlap(args, *names: str) -> None:
-    """--out must not equal, contain or lie inside any input (masklab.atomic.refuse_overlap)."""
-    from masklab.atomic import refuse_overlap
-
-    inputs = {}
-    for n in names:
-        v = getattr(args, n, None)
-        for i, x in enumerate(v if isinstance(v, list) else [v]):
-            inputs[f"--{n.replace('_', '-')}" + (f"[{i}]" if isinstance(v, list) else "")] = x
-    if args.out:
-        refuse_overlap(args.out, inputs)
-
-
-def _ints(spec: str) -> list[int]:
-    try:
-        return [int(s) for s in spec.split(",") if s.strip()]
-    except ValueError:
-        raise MaskLabError(f"expected comma-separated integers, got '{spec}'") from None
-
-
-def _embed(args) -> int:
-    from masklab.downstream.pipeline import embed
-
-    _no_overlap(args, "model", "data")
-    data = _load_data(args)
-    embed(args.model, data, args.out, pooling=args.pooling, progress=not args.no_progress, kind=args.kind,
-          max_length=args.max_length, normalize=None if args.normalize is None else args.normalize == "l2", long_mode=args.long, chunk_reduce=args.chunk_reduce,
-          batch_size=args.batch_size, device=args.device, random_init=args.random_init, seed=args.seed)
-    print(f"wrote {len(data)} embeddings to {args.out}")
-    return 0
-
-
-def _settings(args):
-    from masklab.downstream.classifiers.models import Settings
-
-    return Settings(C=args.C, class_weight=None if args.class_weight == "none" else args.class_weight,
-                    scale=args.scale, normalize=args.normalize)
-
-
-def _classify(args) -> int:
-    from masklab.downstream.classifiers.models import parse_names
-    from masklab.downstream.pipeline import print_table
-
-    if not args.out or bool(args.embeddings) == bool(args.train):
-        raise MaskLabError("classify needs --out DIR and either --embeddings DIR (cross-validation) or "
-                           "--train X --test Y [Z ...] (train once, score each test set)")
-    _no_overlap(args, "embeddings", "train", "val", "test", "threshold_data")
-    from masklab.downstream.evaluation import operating as OP
-    from masklab.downstream.evaluation.selection import ThresholdData, selection_table
-
-    names, save = parse_names(args.classifiers), None if args.save == "none" else args.save
-    kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
-    if args.threshold_data and not args.target_fpr:
-        raise MaskLabError("--threshold-data sets the threshold for --target-fpr: give a target above 0")
-    thr_data = ThresholdData(args.threshold_data, kw) if args.threshold_data else None
-    if args.embeddings:
-        from masklab.downstream.pipeline import classify
-
-        results = classify(args.embeddings, args.out, names, args.folds, _ints(args.seeds), args.grid,
-                           args.target_tpr, args.bootstrap, save, _settings(args), args.target_fpr, thr_data,
-                           args.select_by)
-        print_table(results)
-        chosen = next((n for n, r in results.items() if "operating_point" in r), None)
-        if chosen:
-            print(selection_table({n: r["summary"] for n, r in results.items()}, chosen, args.select_by))
-            print(f"bundle {chosen}: {OP.describe(results[chosen]['operating_point'])}")
-        print(f"results: {args.out}/results.json" + (f"; fitted bundle: {args.out}/bundle" if save else ""))
-        return 0
-    from masklab.downstream.evaluation.crosssource import evaluate, load_split
-
-    if not args.test:
-        raise MaskLabError("classify --train needs --test FILE_OR_DIR [...]")
-    res = evaluate(load_split(args.train, kw), [load_split(t, kw) for t in args.test], args.out, names,
-                   load_split(args.val, kw) if args.val else None, _settings(args), args.grid, args.target_tpr,
-                   args.target_fpr, args.calibration, args.bootstrap, _ints(args.seeds)[0], save, args.group_column,
-                   args.val_fraction, thr_data, args.select_by)
-    cols = ("roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_fpr_threshold", "tpr_at_target_fpr_threshold",
-            "fpr_at_target_tpr_threshold")
-    print("validation:")
-    print_table({n: {"summary": v} for n, v in res["validation"].items()}, cols)
-    for d, r in res["tests"].items():
-        print(f"test {d}:")
-        print_table(r, cols)
-    print("operating points (threshold for --target-fpr):")
-    for n, op in res["operating_points"].items():
-        print(f"  {n}: {OP.describe(op)}" + ("  [WEAK: fewer than 10 benign rows beyond it]" if op["warning"] else ""))
-    if res["chosen"]:
-        print(selection_table(res["validation"], res["chosen"], args.select_by))
-    print(f"runs: {', '.join(f'{args.out}/{d}' for d in res['tests'])}"
-          + (f"; bundle ({res['chosen']}, chosen on validation): {args.out}/bundle" if res["chosen"] else ""))
-    return 0
-
-
-def _predict(args) -> int:
-    from masklab.downstream.predict import predict, read_texts
-
-    _no_overlap(args, "model", "data", "threshold_data")
-    texts, labels, ids = read_texts(args.data, args.text, args.text_column, args.label_column, args.positive_label,
-                                    args.id_column)
-    thr = _threshold_texts(args)
-    r = predict(args.model, texts, labels, args.out, ids, args.format, thr, args.target_fpr,
-                f"--threshold-data {args.threshold_data}")
-    if r["metrics"]:
-        print("metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items()))
-    return 0
-
-
-def _finetune(args) -> int:
-    from masklab.downstream.finetuning.run import finetune, finetune_cv
-    from masklab.downstream.finetuning.model import FinetuneConfig
-
-    cfg = FinetuneConfig(pooling=args.pooling, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         warmup_ratio=args.warmup, patience=args.patience, val_fraction=args.val_fraction,
-                         test_fraction=args.test_fraction, max_length=args.max_length, max_steps=args.max_steps,
-                         seed=args.seed, device=args.device, long=args.long, chunk_stride=args.chunk_stride,
-                         augment=args.augment_carriers, augment_copies=args.augment_copies,
-                         augment_plain=args.augment_plain, target_fpr=args.target_fpr)
-    _no_overlap(args, "model", "data", "val_data", "test_data", "augment_carriers", "threshold_data")
-    data = _load_data(args)
-    if args.cv:
-        from masklab.downstream.run_files import atomic_dir, write_run
-        from masklab.downstream.pipeline import print_table
-
-        res = finetune_cv(args.model, data, folds=args.cv, seeds=(args.seed,), cfg=cfg)
-        with atomic_dir(args.out) as tmp:
-            write_run(tmp, "finetune_cv", data.source, {"kind": "finetune", "path": args.model, "pooling": args.pooling},
-                      res, data.labels, data.to_records())
-        print_table(res)
-        return 0
-    kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
-    from masklab.downstream.data.labelled import load_labelled
-
-    val = load_labelled(args.val_data, **kw) if args.val_data else None
-    tests = [load_labelled(t, **kw) for t in args.test_data or []]
-    thr = _threshold_texts(args)
-    r = finetune(args.model, data, args.out, cfg, val, tests, args.group_column, thr,
-                 f"--threshold-data {args.threshold_data}")
-    from masklab.downstream.evaluation import operating as OP
-
-    for name, m in r["tests"].items():
-        print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
-    print(f"fine-tuned model: {r['model_dir']} ({OP.describe(r['operating_point'])}, on log-odds)")
-    return 0
-
-
-def _ensemble(args) -> int:
-    from masklab.downstream.data.labelled import load_labelled
-    from masklab.downstream.ensemble import build_ensemble
-    from masklab.downstream.evaluation import metrics as M
-    from masklab.downstream.evaluation import operating as OP
-    from masklab.downstream.evaluation.selection import selection_table
-    from masklab.downstream.pipeline import print_table
-
-    _no_overlap(args, "models", "val", "test", "threshold_data")
-    kw = {"text_column": args.text_column, "label_column": args.label_column, "positive_label": args.positive_label}
-    val = load_labelled(args.val, **kw)
-    tests = [load_labelled(t, **kw) for t in args.test or []]
-    thr = _threshold_texts(args)
-    ens, res = build_ensemble(args.models, val.texts, val.labels, args.out, args.method, args.select_by,
-                              args.target_fpr, thr, f"--threshold-data {args.threshold_data}", args.folds, args.seed,
-                              val.label_names, val.source)
-    chosen = res["chosen"] if res["chosen"] in res["table"] else f"{res['chosen']} (out-of-fold)"
-    print(selection_table(res["table"], chosen, args.select_by))
-    print(f"ensemble ({ens.method}): {OP.describe(res['operating_point'])}")
-    for t in tests:
-        s = ens.scores(t.texts)
-        m = M.binary_metrics(t.labels, s, ens.operating_point["threshold"])
-        r = M.rates_at_threshold(t.labels, s, ens.operating_point["threshold"])
-        m["fpr_at_target_fpr_threshold"], m["tpr_at_target_fpr_threshold"] = r["fpr"], r["tpr"]
-        print(f"test {t.source}:")
-        print_table({ens.name: {"summary": {k: M.summarize([v]) for k, v in m.items()}}},
-                    ("roc_auc", "pr_auc", "tpr_at_1pct_fpr", "fpr_at_target_fpr_threshold", "tpr_at_target_fpr_threshold"))
-    print(f"ensemble: {args.out} (serve it with `masklab predict --model {args.out}`)")
-    return 0
-
-
-def _carry(args) -> int:
-    from masklab.downstream.data.carriers import CarrierSpec, carried
-    from masklab.downstream.run_files import atomic_file
-
-    lo, hi = _ints(args.context_chars) if "," in args.context_chars else (None, None)
-    if lo is None:
-        raise MaskLabError(f"--context-chars takes MIN,MAX (got '{args.context_chars}')")
-    _no_overlap(args, "data", "carriers")
-    data = _load_data(args)
-    spec = CarrierSpec(args.carriers, args.copies, (lo, hi), args.plain, args.seed)
-    plain_cols = dict(kv.split("=", 1) for kv in args.plain_column or [])
-    out = carried(data, spec, args.keep_original, stream=args.stream, plain_columns=plain_cols)
-    from masklab.downstream.run_files import dumps
-
-    names = out.label_names
-    atomic_file(args.out, "".join(dumps({**r, "label": names.get(r["label"], r["label"])}, ensure_ascii=False)
-                                  + "\n" for r in out.to_records()))
-    print(f"wrote {len(out)} rows ({int(out.labels.sum())} {names.get(1, 'positive')}) to {args.out}")
-    return 0
-
-
-def _report(args) -> int:
-    from masklab.downstream.evaluation.report import write_report
-
-    _no_overlap(args, "runs")
-    names = [n.strip() for n in args.classifiers.split(",") if n.strip()] if args.classifiers else None
-    path = write_report(args.runs, args.out, latency=args.latency, k_errors=args.errors, title=args.title,
-                        classifiers=names)
-    print(f"report: {path}")
-    return 0
+from masklab.downstream.cli_args import FMT, add_data_args, set_handler, threshold_args
+from masklab.downstream.commands import (run_carry, run_classify, run_embed, run_ensemble, run_finetune, run_predict,
+                                         run_report)
 
 
 def register(sub) -> None:
@@ -312,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="MaskLab checkpoint or run dir, or a Hugging Face encoder dir")
     p.add_argument("--kind", choices=["masklab", "hf", "masklab-import"], default=None,
                    help="override detection; masklab-import runs an HF BERT dir through our model")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--pooling", choices=["cls", "mean", "max"], default=None,
                    help="default: a sentence-transformers dir's own pooling, else mean")
     p.add_argument("--max-length", type=int, default=None,
@@ -327,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True)
-    _done(p, _embed)
+    set_handler(p, run_embed)
 
     p = sub.add_parser("classify", formatter_class=FMT, help="cross-validate classifiers, or train/val/test them",
                        description="--embeddings DIR: stratified k-fold CV, mean ± sd, results.json + a bundle. "
@@ -365,9 +67,9 @@ def register(sub) -> None:
     p.add_argument("--select-by", choices=["auc", "tpr_at_fpr"], default="auc",
                    help="what 'best' means on validation (CV: the fold mean): ROC-AUC, or the TPR at the --target-fpr "
                         "threshold; the table it chose from is printed")
-    _threshold_args(p, "an embeddings dir or a data file (embedded with the training encoder)")
+    threshold_args(p, "an embeddings dir or a data file (embedded with the training encoder)")
     p.add_argument("--out", help="run directory to write")
-    _done(p, _classify)
+    set_handler(p, run_classify)
 
     p = sub.add_parser("predict", formatter_class=FMT, help="score text with a bundle, a fine-tuned model or an ensemble",
                        description="One row per text, the same for bundles, fine-tuned models and ensembles: id, "
@@ -382,10 +84,10 @@ def register(sub) -> None:
     p.add_argument("--id-column", default="id", help="column copied into each row's id (absent: the row number)")
     p.add_argument("--out", default=None, help="write the rows to this .jsonl or .csv file instead of stdout")
     p.add_argument("--format", choices=["jsonl", "csv"], default=None, help="default: from --out's suffix, else jsonl")
-    _threshold_args(p, "re-sets the model's threshold at serving time (the saved model is not rewritten) and "
+    threshold_args(p, "re-sets the model's threshold at serving time (the saved model is not rewritten) and "
                        "prints what it set")
     p.add_argument("--target-fpr", type=float, default=0.01, help="FPR the --threshold-data threshold is set for")
-    _done(p, _predict)
+    set_handler(p, run_predict)
 
     p = sub.add_parser("finetune", formatter_class=FMT, help="fine-tune an encoder with a classification head",
                        description="Full fine-tuning (AdamW, warmup, early stopping on a validation split), with a "
@@ -395,7 +97,7 @@ def register(sub) -> None:
                                    "On 2 CPU cores MiniLM-L6 took 4.7-6 min per epoch of 1,400 rows at the previous "
                                    "cls / 512-token defaults (a user report).")
     p.add_argument("--model", required=True, help="HF BERT dir or MaskLab checkpoint (exported via pretrain.export_hf)")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--pooling", choices=["cls", "mean"], default=None,
                    help="default: as `embed` -- a sentence-transformers dir's own pooling (mean for all-MiniLM-L6-v2), "
                         "else mean")
@@ -426,12 +128,12 @@ def register(sub) -> None:
     p.add_argument("--target-fpr", type=float, default=0.01,
                    help="the saved operating threshold is chosen on validation (or --threshold-data) for this FPR "
                         "(0: threshold 0)")
-    _threshold_args(p, "a data file; the threshold is stored in the model")
+    threshold_args(p, "a data file; the threshold is stored in the model")
     p.add_argument("--cv", type=int, default=0, help="run K-fold CV of fine-tuning instead of one split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True)
-    _done(p, _finetune)
+    set_handler(p, run_finetune)
 
     p = sub.add_parser("ensemble", formatter_class=FMT, help="combine saved detectors (bundles, fine-tuned models)",
                        description="Scores --val with every --models member, then combines them: 'rank' (mean of "
@@ -450,17 +152,17 @@ def register(sub) -> None:
                    help="how --method best chooses on validation (the stack by its out-of-fold scores)")
     p.add_argument("--folds", type=int, default=2, help="cross-fitting folds of the stack")
     p.add_argument("--target-fpr", type=float, default=0.01, help="FPR the saved threshold is chosen for (0: 0)")
-    _threshold_args(p, "a data file")
+    threshold_args(p, "a data file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    _done(p, _ensemble)
+    set_handler(p, run_ensemble)
 
     p = sub.add_parser("carry", formatter_class=FMT, help="place labelled prompts inside benign documents",
                        description="Writes a labelled .jsonl: every row of --data inside --copies documents built from "
                                    "--carriers paragraphs (label kept), plus --plain x N carrier-only benign documents. "
                                    "For testing a detector on indirect (document-carried) injections, or augmenting "
                                    "training data before `embed`.")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--carriers", default="pydoc", help="pydoc, handbook:LANG (debian-handbook) or a .txt file/dir")
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--context-chars", default="200,1200", help="MIN,MAX characters of carrier text per document")
@@ -471,7 +173,7 @@ def register(sub) -> None:
     p.add_argument("--stream", type=int, default=0, help="independent draw stream (e.g. 1 for a second file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help=".jsonl file to write")
-    _done(p, _carry)
+    set_handler(p, run_carry)
 
     p = sub.add_parser("report", formatter_class=FMT, help="markdown report + plots for runs side by side",
                        description="Metrics table, ROC / PR / confusion plots, per-language breakdown, misclassified "
@@ -482,7 +184,7 @@ def register(sub) -> None:
     p.add_argument("--errors", type=int, default=10, help="misclassified examples shown per run")
     p.add_argument("--title", default="Detection report")
     p.add_argument("--classifiers", default=None, help="comma list: only these classifiers' rows and curves")
-    _done(p, _report)
+    set_handler(p, run_report)
 
     from masklab.downstream.glue.cli import register as register_glue  # glue, minimal-pairs
 

@@ -64,7 +64,7 @@ def test_third_party_chatter_is_off_unless_verbose():
     code = textwrap.dedent("""
         import argparse, logging, sys
         import datasets, transformers
-        from masklab.downstream.cli import _quiet
+        from masklab.downstream.cli_args import quiet as _quiet
         _quiet(argparse.Namespace(verbose=sys.argv[1] == "1"))
         print(datasets.is_progress_bar_enabled(), transformers.logging.get_verbosity() == logging.ERROR)
     """)
