@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import sys
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -38,7 +39,7 @@ def sigmoid(s: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(s, dtype=np.float64), -500, 500)))
 
 
-class Scorer:
+class Scorer(ABC):
     """The interface `predict` and `ensemble` use: scores(texts) -> log-odds float64 [N],
     probability(scores) -> [N], operating_point (operating.point dict), label_names."""
     kind = "model"
@@ -47,8 +48,9 @@ class Scorer:
     operating_point: dict
     label_names: dict
 
+    @abstractmethod
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
+        """texts -> log-odds float64 [N] (each model kind computes its own)."""
 
     def probability(self, s: np.ndarray) -> np.ndarray:
         if self.calibration:
