@@ -118,12 +118,13 @@ def build(model_path: str | Path, pooling: str, seed: int):
         finally:
             hf_log.setLevel(level)
         encoder, tok, mcfg, head = imp.model, imp.tokenizer, imp.cfg, imp.mlm_head
-    before = {id(p) for n, p in encoder.named_parameters() if head == "pretrained" or not n.startswith("head.")}
+    # held by reference: ids of parameters the head drops could be reused by the new ones
+    before = {id(p): p for n, p in encoder.named_parameters() if head == "pretrained" or not n.startswith("head.")}
     torch.manual_seed(int(seed))
     model = SequenceClassifier(encoder, 2, None, pooling)
     after = {id(p) for p in model.parameters()}
     new = sum(1 for p in model.parameters() if id(p) not in before)
-    unused = len(before - after)
+    unused = len(set(before) - after)
     log.info("new classification head initialised (%d weights)%s", new,
              f"; {unused} pretraining-head weights unused" if unused else "")
     return model.train(), tok, mcfg
