@@ -118,6 +118,13 @@ def build(model_path: str | Path, pooling: str, seed: int):
         finally:
             hf_log.setLevel(level)
         encoder, tok, mcfg, head = imp.model, imp.tokenizer, imp.cfg, imp.mlm_head
+        from transformers import AutoConfig
+
+        from masklab.pretrain.model.memory import check_hf_config_fits
+
+        # import checked that the weights fit for inference; training also holds gradients and AdamW moments
+        check_hf_config_fits(AutoConfig.from_pretrained(model_path, trust_remote_code=False), Path(model_path),
+                             training=True)
     # held by reference: ids of parameters the head drops could be reused by the new ones
     before = {id(p): p for n, p in encoder.named_parameters() if head == "pretrained" or not n.startswith("head.")}
     torch.manual_seed(int(seed))
