@@ -95,3 +95,12 @@ def test_finetune_resumes_after_kill_like_an_unkilled_run(tiny_bert_dir, files, 
     np.testing.assert_array_equal([r["score"] for r in rows], _scores(a))
     saved = json.loads((a / "model" / "masklab_finetune.json").read_text())
     assert {r["threshold"] for r in rows} == {saved["threshold"]}
+
+
+def test_a_second_finetune_into_the_same_out_is_refused(tiny_bert_dir, files, tmp_path, capsys):
+    from masklab.downstream.finetuning.resume import lock
+
+    with lock(tmp_path / "ft"):  # another process's run, as far as the flock goes
+        assert main(_args(tiny_bert_dir, files, tmp_path / "ft", "--max-steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert "is being written by another masklab finetune process (host" in err and not (tmp_path / "ft").exists()

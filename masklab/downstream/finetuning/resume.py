@@ -6,9 +6,12 @@ weights file (path, size, mtime) and sha256 digests of the training and validati
 split and any augmentation). Rerunning the same command finds the checkpoint and continues from the
 last finished epoch; a checkpoint of another fingerprint is refused in one line naming what changed,
 never continued with other settings or data. The directory is removed once `out` is written.
+One process at a time: `lock` holds a flock on `<out>.partial/.lock` (dropped by the kernel when
+its holder dies, kill -9 included).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -61,9 +64,30 @@ def claim(out_dir, model_path, cfg, train, val) -> Path:
             raise MaskLabError(f"{work} holds an interrupted finetune of another {', '.join(what)}; rerun the "
                                "original command to finish it, or remove that directory to start over")
         return work
-    shutil.rmtree(work, ignore_errors=True)  # no finished epoch there: nothing to resume
-    work.mkdir(parents=True)
+    shutil.rmtree(work / "checkpoint", ignore_errors=True)  # no finished epoch there: nothing to resume
+    work.mkdir(parents=True, exist_ok=True)
     from masklab.atomic import atomic_file
 
     atomic_file(saved, json.dumps(fp, indent=1, default=str))
     return work
+
+
+@contextlib.contextmanager
+def lock(out_dir):
+    """Hold `<out>.partial/.lock` while training and writing `out`; a second process is refused."""
+    import re
+
+    from masklab.errors import ConfigError
+    from masklab.pretrain.checkpoint.run_lock import RunLock
+
+    work = work_dir(out_dir)
+    try:
+        lk = RunLock(work).__enter__()
+    except ConfigError as e:
+        who = re.search(r"\((host .*?|holder unknown)\)", str(e))
+        raise MaskLabError(f"{out_dir} is being written by another masklab finetune process "
+                           f"({who.group(1) if who else 'holder unknown'}); wait for it, or use another --out") from None
+    try:
+        yield work
+    finally:
+        lk.__exit__(None, None, None)

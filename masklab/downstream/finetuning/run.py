@@ -100,7 +100,7 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
     import shutil
 
     from masklab.downstream.data.splits import group_values
-    from masklab.downstream.finetuning.resume import claim
+    from masklab.downstream.finetuning.resume import claim, lock
 
     check_config(cfg)
     groups = group_values(data.columns, group_column, data.source)
@@ -109,22 +109,23 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
     cfg = source_defaults(model_path, cfg)
     model, tok, mcfg = build(model_path, cfg.pooling, cfg.seed)
     cfg = resolve_max_length(mcfg, cfg)
-    work = claim(out_dir, model_path, cfg, train_set, val)
-    history = train(model, tok, train_set.texts, train_set.labels, val.texts, val.labels, cfg, work)
-    with atomic_dir(out_dir) as tmp:
-        cfg = _operating_point(model, tok, cfg, val, threshold_texts, threshold_source)
-        name, summary = f"finetune_{cfg.pooling}", {}
-        for tname, t in tests:
-            summary[tname], results = _test_result(t, predict_logodds(model, tok, t.texts, cfg), cfg.threshold, cfg.seed,
-                                                   cfg.operating_point)
-            write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
-                      {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, {name: results},
-                      t.labels, t.to_records(), config=asdict(cfg), history=history,
-                      label_names=data.label_names)
-        save(model, tok, mcfg, tmp / "model", cfg)
-        write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
-                                           "sizes": {"train": len(train_set), "val": len(val),
-                                                     **{n: len(t) for n, t in tests}}, "group_column": group_column})
+    with lock(out_dir):
+        work = claim(out_dir, model_path, cfg, train_set, val)
+        history = train(model, tok, train_set.texts, train_set.labels, val.texts, val.labels, cfg, work)
+        with atomic_dir(out_dir) as tmp:
+            cfg = _operating_point(model, tok, cfg, val, threshold_texts, threshold_source)
+            name, summary = f"finetune_{cfg.pooling}", {}
+            for tname, t in tests:
+                s = predict_logodds(model, tok, t.texts, cfg)
+                summary[tname], results = _test_result(t, s, cfg.threshold, cfg.seed, cfg.operating_point)
+                write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
+                          {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, {name: results},
+                          t.labels, t.to_records(), config=asdict(cfg), history=history,
+                          label_names=data.label_names)
+            save(model, tok, mcfg, tmp / "model", cfg)
+            write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
+                                               "sizes": {"train": len(train_set), "val": len(val),
+                                                         **{n: len(t) for n, t in tests}}, "group_column": group_column})
     shutil.rmtree(work, ignore_errors=True)  # the checkpoints only served resuming this run
     return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model"),
             "threshold": cfg.threshold, "operating_point": cfg.operating_point}
