@@ -182,3 +182,16 @@ def test_finetune_is_reproducible_on_cpu(tiny_bert_dir, tmp_path):
               for d in ("a", "b"))
     np.testing.assert_array_equal(sa, sb)
     assert abs(a["tests"]["test"]["roc_auc"] - b["tests"]["test"]["roc_auc"]) <= 1e-6
+
+
+def test_a_model_dir_of_the_old_transformers_layout_is_refused_in_one_line(tiny_bert_dir, tmp_path):
+    """Before the engine, out/model was a transformers directory; it is not loaded as ours."""
+    import shutil
+
+    from masklab.errors import CheckpointError
+
+    d = tmp_path / "old"
+    shutil.copytree(tiny_bert_dir, d)
+    (d / "masklab_finetune.json").write_text(json.dumps({"pooling": "cls"}))
+    with pytest.raises(CheckpointError, match=r"older Hugging Face layout \(no model.yaml\); fine-tune it again"):
+        load_finetuned(d)
