@@ -195,3 +195,27 @@ def test_a_model_dir_of_the_old_transformers_layout_is_refused_in_one_line(tiny_
     (d / "masklab_finetune.json").write_text(json.dumps({"pooling": "cls"}))
     with pytest.raises(CheckpointError, match=r"older Hugging Face layout \(no model.yaml\); fine-tune it again"):
         load_finetuned(d)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_finetune_a_modernbert_source_and_serve_it(tiny_bert_dir, tmp_path, pooling):
+    """The other preset on the same path: trains, saves, and `predict` reproduces the run's scores."""
+    import shutil
+
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from masklab.downstream.predict import load_model
+
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(ModernBertConfig(
+        vocab_size=64, hidden_size=32, num_attention_heads=2, intermediate_size=48, num_hidden_layers=2,
+        local_attention=8, global_attn_every_n_layers=2, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        cls_token_id=2, sep_token_id=3, max_position_embeddings=64)).save_pretrained(tmp_path / "mb")
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_bert_dir / f).is_file():
+            shutil.copy(tiny_bert_dir / f, tmp_path / "mb" / f)
+    cfg = FinetuneConfig(pooling=pooling, epochs=1, max_steps=2, batch_size=8, max_length=32)
+    finetune(str(tmp_path / "mb"), _toy(2), tmp_path / "ft", cfg)
+    texts = [r["text"] for r in map(json.loads, (tmp_path / "ft" / "texts.jsonl").read_text().splitlines())]
+    saved = json.loads((tmp_path / "ft" / "results.json").read_text())["results"][f"finetune_{pooling}"]["oof"]["score"]
+    np.testing.assert_array_equal(load_model(tmp_path / "ft").predict(texts)["score"], saved)
