@@ -10,7 +10,7 @@ Public surface (what other packages and scripts may use):
 - ensemble:    build_ensemble, load_ensemble (rank average / cross-fitted stack; plain JSON)
 - metrics:     binary_metrics, bootstrap_ci; operating: choose, fpr_upper_bound (thresholds with evidence)
 - pipeline:    embed, load_embeddings, classify, detect_smoke
-- finetune:    finetune, finetune_cv (FinetuneConfig, load_finetuned: finetune_model)
+- finetune:    finetune, finetune_cv (FinetuneConfig, load_finetuned: finetuning.model; on the engine of finetuning.engine)
 - carriers:    carried, CarrierSpec, carrier_paragraphs (prompts placed inside benign documents)
 - report:      write_report
 Heavy imports (torch, transformers, sklearn) happen when a function is first used.

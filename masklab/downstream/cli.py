@@ -90,13 +90,16 @@ def register(sub) -> None:
     set_handler(p, run_predict)
 
     p = sub.add_parser("finetune", formatter_class=FMT, help="fine-tune an encoder with a classification head",
-                       description="Full fine-tuning (AdamW, warmup, early stopping on a validation split), with a "
-                                   "progress bar (step, ETA; log lines when stderr is not a terminal). Pooling and "
-                                   "max length default to what `embed` uses for the same model. Writes out/model "
-                                   "(HF-loadable) and a run dir for `report`; --cv K runs k-fold CV instead. "
-                                   "On 2 CPU cores MiniLM-L6 took 4.7-6 min per epoch of 1,400 rows at the previous "
-                                   "cls / 512-token defaults (a user report).")
-    p.add_argument("--model", required=True, help="HF BERT dir or MaskLab checkpoint (exported via pretrain.export_hf)")
+                       description="Full fine-tuning on the engine `masklab glue` uses (unpadded encoder, length-"
+                                   "grouped batches; AdamW, warmup then linear decay, early stopping on validation "
+                                   "loss, the best epoch kept), with a progress bar (step, ETA; log lines when "
+                                   "stderr is not a terminal). Pooling and max length default to what `embed` uses "
+                                   "for the same model (mean, 256 tokens for all-MiniLM-L6-v2). A checkpoint is "
+                                   "written to OUT.partial/ at every epoch end: after an interruption, the same "
+                                   "command continues from the last finished epoch (other settings or data are "
+                                   "refused). Writes out/model (served by `masklab predict`) and a run dir for "
+                                   "`report`; --cv K runs k-fold CV instead. Time: see the README (Detection).")
+    p.add_argument("--model", required=True, help="HF BERT / ModernBERT dir or MaskLab checkpoint / run dir")
     add_data_args(p)
     p.add_argument("--pooling", choices=["cls", "mean"], default=None,
                    help="default: as `embed` -- a sentence-transformers dir's own pooling (mean for all-MiniLM-L6-v2), "

@@ -89,7 +89,13 @@ def test_carry_cli_writes_a_labelled_file_and_refuses_bad_input(tmp_path):
 
 def test_chunked_scores_are_the_max_over_windows(tiny_bert_dir, tmp_path):
     """A text within max_length scores as truncation does; a longer one takes the max over its
-    windows, and the first window is one of them (chunk >= truncate)."""
+    windows (transformers' overflowing windows: the first is truncation's input, consecutive ones
+    share `stride` tokens, the last reaches the end), and the first window is one of them."""
+    from transformers import AutoTokenizer
+
+    from masklab.downstream.finetuning.engine import predict
+    from masklab.downstream.finetuning.training import windows
+
     cfg = FinetuneConfig(epochs=1, max_steps=2, batch_size=8, max_length=16, test_fraction=0.0, seed=0)
     finetune(str(tiny_bert_dir), _toy(), tmp_path / "ft", cfg)
     model, tok, c = load_finetuned(tmp_path / "ft" / "model")
@@ -97,11 +103,13 @@ def test_chunked_scores_are_the_max_over_windows(tiny_bert_dir, tmp_path):
     long_text = " ".join(_toy().texts[:6])
     chunk = c.__class__(**{**vars(c), "long": "chunk", "chunk_stride": 4})
     np.testing.assert_allclose(predict_logodds(model, tok, short, chunk), predict_logodds(model, tok, short, c))
-    enc = tok(long_text, truncation=True, max_length=16, stride=4, return_overflowing_tokens=True)
-    assert len(enc["input_ids"]) >= 3
-    by_window = [predict_logodds(model, tok, [tok.decode(w, skip_special_tokens=True)], c)[0] for w in enc["input_ids"]]
+    enc, owner = windows(tok, [long_text], 16, 4)
+    hf = AutoTokenizer.from_pretrained(tiny_bert_dir)(long_text, truncation=True, max_length=16, stride=4,
+                                                      return_overflowing_tokens=True)["input_ids"]
+    assert len(hf) >= 3 and [w.tolist() for w in enc.ids] == hf and owner.tolist() == [0] * len(hf)
+    lg = predict(model, enc).double()
     got = predict_logodds(model, tok, [long_text], chunk)[0]
-    assert got == pytest.approx(max(by_window), abs=1e-4)
+    assert got == pytest.approx(float((lg[:, 1] - lg[:, 0]).max()), abs=1e-6)
     assert got >= predict_logodds(model, tok, [long_text], c)[0] - 1e-6
 
 

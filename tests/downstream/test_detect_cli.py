@@ -75,15 +75,18 @@ def test_third_party_chatter_is_off_unless_verbose():
     assert got == [["True", "False"], ["False", "True"]], got
 
 
-def test_progress_log_lines_when_not_a_tty(caplog):
-    from masklab.downstream.finetuning.training import _Progress
+def test_progress_log_lines_when_not_a_tty(caplog, monkeypatch):
+    """The engine's progress (GLUE and finetune): log lines with epoch, step/total and ETA off a terminal."""
+    from masklab.downstream.finetuning.engine import _Progress
 
-    p = _Progress(total=4, every_s=3600, tty=False)
-    with caplog.at_level(logging.INFO, logger="masklab.downstream"):
-        for _ in range(4):
-            p.update(0, 2, 0.5)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    p = _Progress(total=4, start=0, per_epoch=2, desc="finetune", enabled=True)
+    with caplog.at_level(logging.INFO, logger="masklab.finetune"):
+        for step in range(1, 5):
+            p.update(step, 0.5, 10)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "epoch 1/2, step 4/4 (100%)" in lines[0] and "eta 0m00s" in lines[0]
+    assert len(lines) == 4 and "finetune: epoch 2/2, step 4/4 (100%): loss 0.5000" in lines[-1], lines
+    assert "eta 0s" in lines[-1] and "epoch 1/2, step 1/4 (25%)" in lines[0]
 
 
 def test_finetune_defaults_follow_embed(tiny_bert_dir, tmp_path):
@@ -107,7 +110,7 @@ def test_finetune_defaults_follow_embed(tiny_bert_dir, tmp_path):
 
 
 def test_finetune_threshold_data_and_progress(tiny_bert_dir, files, tmp_path, caplog, capsys):
-    with caplog.at_level(logging.INFO, logger="masklab.downstream"):
+    with caplog.at_level(logging.INFO, logger="masklab"):
         rc = main(["finetune", "--model", str(tiny_bert_dir), "--data", str(files / "train.jsonl"),
                    "--val-data", str(files / "val.jsonl"), "--test-fraction", "0", "--epochs", "1", "--max-steps",
                    "2", "--batch-size", "8", "--max-length", "32", "--target-fpr", "0.25",
@@ -115,7 +118,7 @@ def test_finetune_threshold_data_and_progress(tiny_bert_dir, files, tmp_path, ca
     assert rc == 0
     out = capsys.readouterr().out
     assert "for 0.25 FPR, set on --threshold-data" in out and "6 of 24 benign rows beyond it" in out
-    assert "finetune epoch 1/1, step 2/2 (100%)" in caplog.text
+    assert "finetune: epoch 1/1, step 2/2 (100%)" in caplog.text and "eta 0s" in caplog.text
     saved = json.loads((tmp_path / "ft" / "model" / "masklab_finetune.json").read_text())
     assert saved["pooling"] == "mean" and saved["operating_point"]["chosen_on"].startswith("--threshold-data")
     assert saved["threshold"] == saved["operating_point"]["threshold"] and saved["operating_point"]["n_benign"] == 24

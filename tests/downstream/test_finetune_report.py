@@ -20,28 +20,29 @@ def _toy(n_rep=4) -> LabelledData:
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_finetune_tiny_lowers_loss_and_reloads(tiny_bert_dir, tmp_path, pooling):
-    from transformers import AutoModel, BertForSequenceClassification
+    """On the shared engine; the saved directory (our layout, no pickles) rebuilds the model and
+    reproduces the run's scores exactly, as `predict` serves them."""
+    from masklab.downstream.predict import load_model
 
     cfg = FinetuneConfig(pooling=pooling, epochs=8, lr=5e-3, batch_size=8, max_length=32, patience=8, seed=0)
     out = finetune(str(tiny_bert_dir), _toy(), tmp_path / "ft", cfg)
     losses = [h["train_loss"] for h in out["history"]]
     assert losses[-1] < 0.95 * losses[0], losses
     model_dir = tmp_path / "ft" / "model"
-    if pooling == "cls":  # a plain BertForSequenceClassification directory
-        assert isinstance(BertForSequenceClassification.from_pretrained(model_dir), BertForSequenceClassification)
-    else:  # encoder loads with AutoModel, the head sits beside it
-        AutoModel.from_pretrained(model_dir)
-        assert (model_dir / "head.safetensors").is_file()
+    assert {p.name for p in model_dir.iterdir()} == {"model.safetensors", "model.yaml", "tokenizer.json",
+                                                     "masklab_finetune.json"}
+    assert not (tmp_path / "ft.partial").exists()  # the resume checkpoints go once the output is complete
     model, tok, c2 = load_finetuned(model_dir)
     texts = [r["text"] for r in map(json.loads, (tmp_path / "ft" / "texts.jsonl").read_text().splitlines())]
     saved = json.loads((tmp_path / "ft" / "results.json").read_text())["results"][f"finetune_{pooling}"]["oof"]["score"]
-    np.testing.assert_allclose(predict_logodds(model, tok, texts, c2), saved, atol=1e-4)
+    np.testing.assert_array_equal(predict_logodds(model, tok, texts, c2), saved)
+    np.testing.assert_array_equal(load_model(tmp_path / "ft").predict(texts)["score"], saved)
 
 
 def test_finetune_from_our_checkpoint(tiny_ckpt, tmp_path):
     cfg = FinetuneConfig(epochs=1, max_steps=2, batch_size=8, max_length=32)
     out = finetune(str(tiny_ckpt), _toy(2), tmp_path / "ft", cfg)
-    assert (tmp_path / "ft" / "model" / "config.json").is_file() and len(out["history"]) == 1
+    assert (tmp_path / "ft" / "model" / "model.safetensors").is_file() and len(out["history"]) == 1
 
 
 def test_finetune_cv_shares_the_result_format(tiny_bert_dir):
@@ -159,7 +160,7 @@ def test_finetune_external_val_test_sets_groups_and_no_holdout(tiny_bert_dir, tm
     assert info["config"]["max_length"] == 64  # default: the model's max_position_embeddings
     # --test-fraction 0 with nothing to test: trains and keeps the model (it used to crash after training)
     finetune(str(tiny_bert_dir), data, tmp_path / "ft0", FinetuneConfig(epochs=1, max_steps=1, test_fraction=0.0))
-    assert (tmp_path / "ft0" / "model" / "config.json").is_file()
+    assert (tmp_path / "ft0" / "model" / "model.safetensors").is_file()
     grouped = finetune(str(tiny_bert_dir), data, tmp_path / "ftg", FinetuneConfig(epochs=1, max_steps=1, test_fraction=0.5),
                        val_data=en, group_column="lang")
     te = [json.loads(x)["lang"] for x in (tmp_path / "ftg" / "texts.jsonl").read_text().splitlines()]
@@ -181,3 +182,40 @@ def test_finetune_is_reproducible_on_cpu(tiny_bert_dir, tmp_path):
               for d in ("a", "b"))
     np.testing.assert_array_equal(sa, sb)
     assert abs(a["tests"]["test"]["roc_auc"] - b["tests"]["test"]["roc_auc"]) <= 1e-6
+
+
+def test_a_model_dir_of_the_old_transformers_layout_is_refused_in_one_line(tiny_bert_dir, tmp_path):
+    """Before the engine, out/model was a transformers directory; it is not loaded as ours."""
+    import shutil
+
+    from masklab.errors import CheckpointError
+
+    d = tmp_path / "old"
+    shutil.copytree(tiny_bert_dir, d)
+    (d / "masklab_finetune.json").write_text(json.dumps({"pooling": "cls"}))
+    with pytest.raises(CheckpointError, match=r"older Hugging Face layout \(no model.yaml\); fine-tune it again"):
+        load_finetuned(d)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_finetune_a_modernbert_source_and_serve_it(tiny_bert_dir, tmp_path, pooling):
+    """The other preset on the same path: trains, saves, and `predict` reproduces the run's scores."""
+    import shutil
+
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    from masklab.downstream.predict import load_model
+
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(ModernBertConfig(
+        vocab_size=64, hidden_size=32, num_attention_heads=2, intermediate_size=48, num_hidden_layers=2,
+        local_attention=8, global_attn_every_n_layers=2, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+        cls_token_id=2, sep_token_id=3, max_position_embeddings=64)).save_pretrained(tmp_path / "mb")
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_bert_dir / f).is_file():
+            shutil.copy(tiny_bert_dir / f, tmp_path / "mb" / f)
+    cfg = FinetuneConfig(pooling=pooling, epochs=1, max_steps=2, batch_size=8, max_length=32)
+    finetune(str(tmp_path / "mb"), _toy(2), tmp_path / "ft", cfg)
+    texts = [r["text"] for r in map(json.loads, (tmp_path / "ft" / "texts.jsonl").read_text().splitlines())]
+    saved = json.loads((tmp_path / "ft" / "results.json").read_text())["results"][f"finetune_{pooling}"]["oof"]["score"]
+    np.testing.assert_array_equal(load_model(tmp_path / "ft").predict(texts)["score"], saved)

@@ -1,10 +1,12 @@
 """A fine-tuning run's checkpoint: model.safetensors, optimizer.safetensors (AdamW moments per
-parameter index), state.json (step, history, settings); written as one directory through
+parameter index), state.json (step, history, settings), best.safetensors (the selected epoch's
+weights, with engine.Select only); written as one directory through
 `masklab.atomic` (old or complete, never half). Nothing is unpickled when loading."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,7 +18,8 @@ from masklab.errors import CheckpointError
 MUST_MATCH = ("lr", "epochs", "batch_size", "warmup_ratio", "weight_decay", "max_length", "seed", "max_steps")
 
 
-def save(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+def save(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict,
+         best: Optional[dict] = None) -> None:
     sd = opt.state_dict()
     tensors = {}
     for i, st in sd["state"].items():
@@ -26,12 +29,15 @@ def save(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: 
     with atomic_dir(ckpt) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
         save_file(tensors, str(tmp / "optimizer.safetensors"))
+        if best is not None:
+            save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
         (tmp / "optimizer_groups.json").write_text(json.dumps(groups, default=list))
         (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str))
 
 
-def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, settings) -> dict:
-    """Restore model + optimizer in place -> state. A checkpoint of other settings is refused by name."""
+def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, settings) -> tuple[dict, Optional[dict]]:
+    """Restore model + optimizer in place -> (state, best weights or None). A checkpoint of other
+    settings is refused by name."""
     state = json.loads((ckpt / "state.json").read_text())
     saved = state.get("settings", {})
     diff = [f"{k}: checkpoint {saved.get(k)!r}, now {getattr(settings, k)!r}" for k in MUST_MATCH
@@ -50,4 +56,5 @@ def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, setting
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
     opt.load_state_dict({"state": per, "param_groups": groups})
-    return state
+    best = ckpt / "best.safetensors"
+    return state, (load_file(str(best)) if best.is_file() else None)

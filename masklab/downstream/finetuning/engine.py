@@ -1,4 +1,4 @@
-"""The fine-tuning engine: one loop for every task (GLUE; detection's `finetune` next).
+"""The fine-tuning engine: one loop for every task (GLUE and detection's `finetune`).
 
 `fit(model, train, settings, workdir, evaluate)` trains a `heads.SequenceClassifier` on
 `batches.Encoded` data: length-grouped unpadded batches, AdamW (no decay on biases and norms) with
@@ -10,6 +10,10 @@ from its last checkpoint takes exactly the steps an unkilled run takes.
 Checkpoints: `<workdir>/checkpoint/` (model.safetensors, optimizer.safetensors, state.json) written
 through `masklab.atomic` at every epoch end (and every `save_every` steps), the previous one
 replaced only once the new one is complete.
+
+Model selection (detection): `fit(..., select=Select("val_loss", patience))` keeps the weights of the
+epoch with the lowest `evaluate()[key]` (in the checkpoint too, best.safetensors), stops after
+`patience` epochs without improvement and restores the best weights at the end.
 """
 from __future__ import annotations
 
@@ -28,6 +32,13 @@ from masklab.downstream.finetuning.batches import Encoded, collate, length_group
 
 log = logging.getLogger("masklab.finetune")
 CKPT = "checkpoint"
+
+
+@dataclass
+class Select:
+    """Early stopping / model selection on an `evaluate()` key (lower is better; NaN never counts)."""
+    key: str = "val_loss"
+    patience: int = 2
 
 
 @dataclass
@@ -84,9 +95,10 @@ def optimizer(model: torch.nn.Module, s: Settings) -> torch.optim.AdamW:
 
 
 def fit(model, train: Encoded, s: Settings, workdir: Path, evaluate: Optional[Callable[[], dict]] = None,
-        desc: str = "fine-tune") -> dict:
+        desc: str = "fine-tune", select: Optional[Select] = None) -> dict:
     """Train (resuming from `workdir/checkpoint` when there is one) -> the state: {step, epoch,
-    history: [{epoch, step, loss, **evaluate()}], ...}. `evaluate` runs after every epoch."""
+    history: [{epoch, step, loss, **evaluate()}], ...}. `evaluate` runs after every epoch; with
+    `select`, the best epoch's weights are the model's at the end (state["best"])."""
     from masklab.downstream.finetuning.checkpoint import load, save
 
     workdir = Path(workdir)
@@ -96,15 +108,15 @@ def fit(model, train: Encoded, s: Settings, workdir: Path, evaluate: Optional[Ca
     per_epoch, total = total_steps(len(train), s)
     warmup = int(round(s.warmup_ratio * total))
     state = {"step": 0, "history": [], "settings": asdict(s), "total_steps": total, "train_examples": len(train)}
-    ckpt = workdir / CKPT
+    ckpt, best = workdir / CKPT, None
     if (ckpt / "state.json").is_file():
-        state = load(ckpt, model, opt, s)
+        state, best = load(ckpt, model, opt, s)
         log.info("%s: resumed at step %d / %d from %s", desc, state["step"], total, ckpt)
     lengths = train.lengths
-    bar = _Progress(total, state["step"], desc, s.progress)
+    bar = _Progress(total, state["step"], per_epoch, desc, s.progress)
     loss_sum, loss_n, t0 = 0.0, 0, time.time()
     step = state["step"]
-    while step < total:
+    while step < total and not state.get("stopped"):
         epoch, k = divmod(step, per_epoch)
         model.train()
         for idx in length_grouped(lengths, s.batch_size, s.seed, epoch)[k:]:
@@ -135,21 +147,42 @@ def fit(model, train: Encoded, s: Settings, workdir: Path, evaluate: Optional[Ca
                     model.train()
                 state["history"].append(entry)
                 loss_sum, loss_n = 0.0, 0
+                if select is not None:
+                    best = _select(model, state, entry, select, best, desc)
             if end_of_epoch or (s.save_every and step % s.save_every == 0):
                 state["step"] = step
-                save(ckpt, model, opt, state)
-            if step >= total:
+                save(ckpt, model, opt, state, best)
+            if step >= total or state.get("stopped"):
                 break
     bar.close()
     state["step"] = step
+    if best is not None:
+        model.load_state_dict(best)
     return state
+
+
+def _select(model, state: dict, entry: dict, sel: Select, best: Optional[dict], desc: str) -> Optional[dict]:
+    """Update state["best"] / ["bad"] / ["stopped"] after an epoch -> the best weights (CPU copies)."""
+    v = float(entry.get(sel.key, float("nan")))
+    prev = state.get("best")
+    if math.isfinite(v) and (prev is None or v < prev["value"] - 1e-4):
+        state["best"], state["bad"] = {"epoch": entry["epoch"], "value": v}, 0
+        return {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+    if math.isfinite(v):  # without validation data (NaN) every epoch runs
+        state["bad"] = state.get("bad", 0) + 1
+        if state["bad"] >= sel.patience:
+            state["stopped"] = True
+            log.info("%s: stopped after epoch %d (%s not better for %d epochs; best: epoch %d)", desc,
+                     entry["epoch"], sel.key, state["bad"], state["best"]["epoch"])
+    return best
 
 
 class _Progress:
     """tqdm with step, loss, tokens/s and ETA on a TTY; a log line every ~10% of the steps otherwise."""
 
-    def __init__(self, total: int, start: int, desc: str, enabled: bool):
+    def __init__(self, total: int, start: int, per_epoch: int, desc: str, enabled: bool):
         self.total, self.desc, self.tokens, self.t0 = total, desc, 0, time.time()
+        self.per_epoch, self.epochs = per_epoch, math.ceil(total / max(per_epoch, 1))
         self.start, self.next_log = start, start + max(1, total // 10)
         self.bar = None
         if enabled and sys.stderr.isatty():
@@ -163,12 +196,14 @@ class _Progress:
         rate = self.tokens / max(time.time() - self.t0, 1e-9)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}", refresh=False)
+            self.bar.set_postfix(epoch=f"{math.ceil(step / self.per_epoch)}/{self.epochs}", loss=f"{loss:.4f}",
+                                 tok_s=f"{rate:.0f}", refresh=False)
         elif self.enabled and (step >= self.next_log or step == self.total):
             el = time.time() - self.t0
             eta = el / max(step - self.start, 1) * (self.total - step)
-            log.info("%s: step %d/%d loss %.4f %.0f tokens/s elapsed %.0fs eta %.0fs", self.desc, step, self.total,
-                     loss, rate, el, eta)
+            log.info("%s: epoch %d/%d, step %d/%d (%.0f%%): loss %.4f, %.0f tokens/s, elapsed %.0fs, eta %.0fs",
+                     self.desc, math.ceil(step / self.per_epoch), self.epochs, step, self.total,
+                     100 * step / self.total, loss, rate, el, eta)
             self.next_log = step + max(1, self.total // 10)
 
     def close(self) -> None:

@@ -6,6 +6,8 @@
 - modernbert: h[CLS] (after the final norm) -> head (norm(GELU(dense))) -> dropout -> linear
   (ModernBertForSequenceClassification, classifier_pooling="cls"; the head's weights are the MLM
   checkpoint's `head.dense` / `head.norm`, which HF loads into the classifier's head too).
+- pooling="mean" (detection, as `embed` for sentence-transformers models): the mean of each
+  sequence's final hidden states (specials included) -> dropout -> linear; no pooler / head transform.
 num_labels == 1 is regression (STS-B): MSE on the single logit, as HF's problem_type="regression".
 The MLM decoder bias is dropped (nothing here uses it); the encoder keeps its own kernels backend.
 """
@@ -22,13 +24,20 @@ class SequenceClassifier(nn.Module):
     """forward(input_ids [T], cu_seqlens int32 [B+1], max_seqlen, position_ids [T], token_type_ids [T]|None)
     -> logits float [B, num_labels]."""
 
-    def __init__(self, encoder: nn.Module, num_labels: int, dropout: Optional[float] = None):
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: Optional[float] = None, pooling: str = "cls"):
         super().__init__()
         cfg = encoder.cfg
-        self.preset, self.num_labels = encoder.preset, int(num_labels)
+        self.preset, self.num_labels, self.pooling = encoder.preset, int(num_labels), pooling
         d, std = int(cfg.hidden_size), float(cfg.initializer_range)
         self.encoder = encoder
-        if self.preset == "bert":
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be cls or mean, not '{pooling}'")
+        if pooling == "mean":
+            self.pool = None
+            encoder.head = None
+            if getattr(encoder, "pooler", None) is not None:
+                encoder.pooler = None  # unused by mean pooling: no weights that never train
+        elif self.preset == "bert":
             from masklab.pretrain.model.bert import BertPooler
 
             if encoder.pooler is None:  # the source had none: HF initialises it too (normal(0, std), zero bias)
@@ -51,6 +60,11 @@ class SequenceClassifier(nn.Module):
                 position_ids: torch.Tensor, token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         tt = token_type_ids if self.preset == "bert" else None  # modernbert has no segment embeddings
         h = self.encoder.encode(input_ids, cu_seqlens, max_seqlen, position_ids, tt)  # [T, D]
+        if self.pooling == "mean":
+            lens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()  # [B]
+            seg = torch.repeat_interleave(torch.arange(len(lens), device=h.device), lens)  # [T]
+            pooled = h.new_zeros(len(lens), h.shape[1]).index_add_(0, seg, h) / lens.unsqueeze(1).to(h.dtype)
+            return self.classifier(self.dropout(pooled)).float()
         cls = h.index_select(0, cu_seqlens[:-1].long())  # [B, D]: each sequence's first token
         pooled = self.encoder.pooler(cls) if self.pool is None else self.pool(cls)
         return self.classifier(self.dropout(pooled)).float()
@@ -77,7 +91,7 @@ class _ModernHead(nn.Module):
         return self.norm(F.gelu(self.dense(x)))
 
 
-def from_pretrained(path, num_labels: int, seed: int = 0, dropout: Optional[float] = None):
+def from_pretrained(path, num_labels: int, seed: int = 0, dropout: Optional[float] = None, pooling: str = "cls"):
     """MODEL (a MaskLab checkpoint / run dir, or an HF BERT / ModernBERT dir imported into our model)
     -> (SequenceClassifier in train mode, tokenizers.Tokenizer, MaskLab config). The new weights
     (classifier, and a pooler the source lacks) come from torch.manual_seed(seed)."""
@@ -89,5 +103,5 @@ def from_pretrained(path, num_labels: int, seed: int = 0, dropout: Optional[floa
     else:
         encoder, tok, cfg = import_hf(path)
     torch.manual_seed(int(seed))
-    model = SequenceClassifier(encoder, num_labels, dropout)
+    model = SequenceClassifier(encoder, num_labels, dropout, pooling)
     return model.train(), tok, cfg

@@ -1,11 +1,13 @@
-"""The fine-tuned classifier: its settings, how it is built from a source encoder, and its stored form.
+"""The fine-tuned detector: its settings, how it is built from a source encoder, and its stored form.
 
-Source: an HF encoder directory, or our checkpoint (exported first with
-`pretrain.export_hf` to a BertForMaskedLM directory). Pooling:
-- `cls`: `AutoModelForSequenceClassification` (for BERT: BertForSequenceClassification,
-  pooler + linear on [CLS]); the saved directory loads with it directly.
-- `mean`: AutoModel + mean over real tokens + linear. Saved as the encoder's HF directory
-  (loads with AutoModel) plus `head.safetensors`; `load_finetuned` rebuilds both.
+Source: an HF BERT / ModernBERT directory or a MaskLab checkpoint / run directory, loaded into our
+unpadded encoder (`heads.from_pretrained`'s path) under a 2-way `heads.SequenceClassifier`:
+pooling `cls` (BERT pooler / ModernBERT head on [CLS], as AutoModelForSequenceClassification) or
+`mean` (mean of the final hidden states, as `embed` for sentence-transformers models).
+
+Stored form (out/model/): model.safetensors (the classifier's state dict, our names), model.yaml
+(the encoder's MaskLab `model` config section), tokenizer.json, masklab_finetune.json (FinetuneConfig: pooling,
+max length, threshold, calibration). `load_finetuned` rebuilds it exactly; nothing is unpickled.
 """
 from __future__ import annotations
 
@@ -15,10 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
 from masklab.downstream.run_files import read_json, write_json
-from masklab.errors import MaskLabError
+from masklab.errors import CheckpointError, MaskLabError
 
 log = logging.getLogger("masklab.downstream")
 
@@ -78,132 +79,103 @@ def check_config(cfg: FinetuneConfig) -> None:
         raise MaskLabError("finetune: " + "; ".join(bad))
 
 
-class MeanPoolClassifier(nn.Module):
-    """AutoModel encoder + mean pooling over the attention mask + dropout + linear [D -> 2]."""
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-        d = encoder.config.hidden_size
-        self.dropout = nn.Dropout(getattr(encoder.config, "hidden_dropout_prob", 0.1))
-        self.classifier = nn.Linear(d, 2)
-        nn.init.normal_(self.classifier.weight, std=0.02), nn.init.zeros_(self.classifier.bias)
-
-    def forward(self, input_ids, attention_mask, **_):
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, D]
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        return self.classifier(self.dropout(pooled))  # [B, 2]
-
-
-def source_hf_dir(model_path: str | Path, workdir: Path) -> Path:
-    """An HF directory for the source model: itself, or our checkpoint exported into workdir."""
-    from masklab.downstream.encoders.load import detect_kind
-
-    if detect_kind(model_path) == "hf":
-        return Path(model_path)
-    from masklab.pretrain import export_hf
-
-    return Path(export_hf(model_path, workdir / "source_hf"))
-
-
-def source_defaults(hf_dir: Path, cfg: FinetuneConfig) -> FinetuneConfig:
+def source_defaults(model_path: str | Path, cfg: FinetuneConfig) -> FinetuneConfig:
     """cfg with pooling / max_length left at None filled in as `embed` does for the same source:
     a sentence-transformers directory's pooling (mean for all-MiniLM-L6-v2) and max_seq_length
     (256 there); otherwise mean pooling and the model's maximum (resolve_max_length)."""
     from masklab.downstream.encoders.source import sentence_transformers_settings
 
-    st = sentence_transformers_settings(hf_dir) if cfg.pooling is None or cfg.max_length is None else {}
+    st = sentence_transformers_settings(model_path) if cfg.pooling is None or cfg.max_length is None else {}
     pooling = cfg.pooling or (st.get("pooling") if st.get("pooling") in ("cls", "mean") else "mean")
     return replace(cfg, pooling=pooling, max_length=cfg.max_length or st.get("max_length"))
 
 
-def _quiet_load(load):
-    """Run an HF from_pretrained call without its load-report table (expected for a new head:
-    the pretraining head's weights are unused, the classifier's are new) -> (model, info)."""
-    from transformers.utils import logging as hf_logging
-
-    prev = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return load()
-    finally:
-        hf_logging.set_verbosity(prev)
+def resolve_max_length(mcfg, cfg: FinetuneConfig) -> FinetuneConfig:
+    """cfg with max_length set: the given value capped at, or by default equal to, the encoder's
+    position limit (truncating prompt-injection documents early costs detection; see README)."""
+    limit = int(mcfg.model.max_position_embeddings)
+    return replace(cfg, max_length=min(cfg.max_length or limit, limit))
 
 
-def _report_head(info: dict, hf_dir: Path) -> None:
-    missing = sorted(info.get("missing_keys") or [])
-    unexpected = sorted(info.get("unexpected_keys") or [])
-    body = [k for k in missing if not any(h in k for h in ("classifier.", "pooler."))]
-    if body:  # encoder weights absent from the source: not the expected new-head case
-        log.warning("%s: %d encoder weights were not in the source and are freshly initialised: %s", hf_dir,
-                    len(body), ", ".join(body[:8]) + (" ..." if len(body) > 8 else ""))
-    log.info("new classification head initialised (%d weights)%s", len(missing) - len(body),
-             f"; {len(unexpected)} pretraining-head weights unused" if unexpected else "")
-
-
-def build(hf_dir: Path, pooling: str, seed: int):
-    """-> (model producing [B, 2] logits, HF tokenizer)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+def build(model_path: str | Path, pooling: str, seed: int):
+    """-> (SequenceClassifier giving [B, 2] logits in train mode, tokenizers.Tokenizer, MaskLab config).
+    The expected new-head report is one line; the new weights come from torch.manual_seed(seed)."""
+    from masklab.downstream.encoders.load import detect_kind
+    from masklab.downstream.finetuning.heads import SequenceClassifier
+    from masklab.pretrain.hf.convert import import_hf_model, load_pretrained
 
     if pooling not in ("cls", "mean"):
         raise MaskLabError(f"fine-tuning pooling must be cls or mean, not '{pooling}'")
-    from masklab.downstream.encoders.source import require_safetensors
-    from masklab.pretrain.model.memory import check_hf_config_fits, check_weights_match, stored_params
-
-    require_safetensors(hf_dir)  # also refuses custom code (auto_map)
-    config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=False)
-    check_weights_match(config, hf_dir, stored_params(sorted(Path(hf_dir).glob("*.safetensors"))))
-    check_hf_config_fits(config, hf_dir, training=True)
-    torch.manual_seed(seed)  # the new head's initialisation
-    tok = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=False)
-    if pooling == "cls":
-        model, info = _quiet_load(lambda: AutoModelForSequenceClassification.from_pretrained(
-            hf_dir, num_labels=2, use_safetensors=True, output_loading_info=True, trust_remote_code=False))
+    if detect_kind(model_path) == "masklab":
+        encoder, tok, mcfg = load_pretrained(model_path)
+        head = "pretrained"
     else:
-        enc, info = _quiet_load(lambda: AutoModel.from_pretrained(hf_dir, use_safetensors=True,
-                                                                  output_loading_info=True, trust_remote_code=False))
-        model = MeanPoolClassifier(enc)
-        info = {**info, "missing_keys": [*info.get("missing_keys", []), "classifier.weight", "classifier.bias"]}
-    _report_head(info, hf_dir)
-    return model, tok
+        hf_log = logging.getLogger("masklab.hf")  # its "no MLM head" warning is about fill-mask, not us
+        level = hf_log.level
+        hf_log.setLevel(logging.ERROR)
+        try:
+            imp = import_hf_model(model_path)
+        finally:
+            hf_log.setLevel(level)
+        encoder, tok, mcfg, head = imp.model, imp.tokenizer, imp.cfg, imp.mlm_head
+        from transformers import AutoConfig
+
+        from masklab.pretrain.model.memory import check_hf_config_fits
+
+        # import checked that the weights fit for inference; training also holds gradients and AdamW moments
+        check_hf_config_fits(AutoConfig.from_pretrained(model_path, trust_remote_code=False), Path(model_path),
+                             training=True)
+    # held by reference: ids of parameters the head drops could be reused by the new ones
+    before = {id(p): p for n, p in encoder.named_parameters() if head == "pretrained" or not n.startswith("head.")}
+    torch.manual_seed(int(seed))
+    model = SequenceClassifier(encoder, 2, None, pooling)
+    after = {id(p) for p in model.parameters()}
+    new = sum(1 for p in model.parameters() if id(p) not in before)
+    unused = len(set(before) - after)
+    log.info("new classification head initialised (%d weights)%s", new,
+             f"; {unused} pretraining-head weights unused" if unused else "")
+    return model.train(), tok, mcfg
 
 
-def save(model, tok, out: Path, cfg: FinetuneConfig) -> None:
-    if isinstance(model, MeanPoolClassifier):
-        from safetensors.torch import save_file
+def save(model, tok, mcfg, out: Path, cfg: FinetuneConfig) -> None:
+    from safetensors.torch import save_file
 
-        model.encoder.save_pretrained(out)
-        save_file({k: v.contiguous().cpu() for k, v in model.classifier.state_dict().items()}, str(out / "head.safetensors"))
-    else:
-        model.save_pretrained(out)
-    tok.save_pretrained(out)
+    from omegaconf import OmegaConf
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "model.yaml").write_text(OmegaConf.to_yaml(mcfg.model))  # the encoder's shape (`model` section)
+    tok.save(str(out / "tokenizer.json"))
     write_json(out / "masklab_finetune.json", asdict(cfg))
 
 
 def load_finetuned(path: str | Path):
-    """-> (model giving [B, 2] logits, tokenizer, FinetuneConfig) from a `finetune` output dir."""
+    """-> (SequenceClassifier in eval mode, tokenizers.Tokenizer, FinetuneConfig) from a `finetune`
+    output's model directory."""
     from safetensors.torch import load_file
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    import yaml
+    from omegaconf import OmegaConf
+
+    from masklab.config_schema import MaskLabConfig
+    from masklab.data_prep.tokenizer import load_tokenizer
     from masklab.downstream.encoders.source import require_safetensors
+    from masklab.downstream.finetuning.heads import SequenceClassifier
+    from masklab.pretrain.model import build_model
 
     p = Path(path)
-    cfg = FinetuneConfig(**read_json(p / "masklab_finetune.json"))
     require_safetensors(p)  # a folder holding only pytorch_model.bin is never unpickled; no auto_map code
-    if cfg.pooling == "mean":
-        model = MeanPoolClassifier(_quiet_load(lambda: AutoModel.from_pretrained(p, use_safetensors=True,
-                                                                               trust_remote_code=False)))
-        model.classifier.load_state_dict(load_file(str(p / "head.safetensors")))
-    else:
-        model = _quiet_load(lambda: AutoModelForSequenceClassification.from_pretrained(
-            p, use_safetensors=True, trust_remote_code=False))
-    return model.eval(), AutoTokenizer.from_pretrained(p, trust_remote_code=False), cfg
-
-
-def resolve_max_length(model, tok, cfg: FinetuneConfig) -> FinetuneConfig:
-    """cfg with max_length set: the given value capped at, or by default equal to, what the model
-    can take (truncating prompt-injection documents early costs detection; see README)."""
-    enc = model.encoder if isinstance(model, MeanPoolClassifier) else model
-    limit = min(getattr(enc.config, "max_position_embeddings", 512), tok.model_max_length or 10**9)
-    return replace(cfg, max_length=min(cfg.max_length or limit, limit))
+    cfg = FinetuneConfig(**read_json(p / "masklab_finetune.json"))
+    if not (p / "model.yaml").is_file():
+        raise CheckpointError(f"{p} is a fine-tuned model in the older Hugging Face layout (no model.yaml); "
+                              "fine-tune it again with this version")
+    try:
+        shape = OmegaConf.merge(OmegaConf.structured(MaskLabConfig).model, yaml.safe_load((p / "model.yaml").read_text()))
+    except Exception as e:  # a hand-edited or foreign file: one line, not a traceback
+        raise CheckpointError(f"{p / 'model.yaml'}: not a MaskLab model section ({str(e).splitlines()[0]})") from None
+    tok, info = load_tokenizer(p)
+    model = SequenceClassifier(build_model(shape, info), 2, None, cfg.pooling)
+    model.load_state_dict(load_file(str(p / "model.safetensors")))
+    return model.eval(), tok, cfg

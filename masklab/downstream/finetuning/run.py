@@ -1,7 +1,10 @@
 """Full fine-tuning of an encoder with a 2-way classification head: split the data, train, score
 the test sets, save atomically; and k-fold cross-validation of the same.
 
-The model and its stored form: `finetune_model.py`; the loop and scoring: `finetune_training.py`.
+The model and its stored form: `model.py`; training on the shared engine and scoring: `training.py`.
+Resume: the run's checkpoints live in `<out>.partial/` until `out` is written; rerunning the same
+command continues from the last finished epoch, and one of other settings, source or data is
+refused (`resume.py`).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 
 from masklab.downstream.evaluation import metrics as M
 from masklab.downstream.finetuning.model import (FinetuneConfig, build, check_config, resolve_max_length, save,
-                                                 source_defaults, source_hf_dir)
+                                                 source_defaults)
 from masklab.downstream.finetuning.training import predict_logodds, train
 from masklab.downstream.run_files import atomic_dir, write_json, write_run
 from masklab.errors import MaskLabError
@@ -89,36 +92,41 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
              threshold_texts: Optional[Sequence[str]] = None, threshold_source: str = "--threshold-data") -> dict:
     """Fine-tune on `data` (LabelledData), early-stopping on `val_data` or a stratified hold-out
     (grouped by `group_column`), score every `test_data` set (or a `test_fraction` hold-out; none
-    with 0). Saves atomically: out_dir/model (HF directory, see module doc), out_dir/finetune.json
+    with 0). Saves atomically: out_dir/model (model.py's layout, served by `predict`), out_dir/finetune.json
     (config, history, sizes) and one run directory per test set (out_dir itself for the hold-out).
     The threshold for cfg.target_fpr is set on `threshold_texts` (benign rows used for nothing
     else) when given, else on the validation benign rows, and stored with its evidence.
     -> {history, tests: {name: metrics}, model_dir, threshold, operating_point}."""
+    import shutil
+
     from masklab.downstream.data.splits import group_values
+    from masklab.downstream.finetuning.resume import claim, lock
 
     check_config(cfg)
     groups = group_values(data.columns, group_column, data.source)
     train_idx, val, tests = _sets(data, cfg, val_data, test_data, groups)
     train_set, val = _augment(data.subset(train_idx), val, cfg)
-    with tempfile.TemporaryDirectory() as work, atomic_dir(out_dir) as tmp:
-        hf_dir = source_hf_dir(model_path, Path(work))
-        cfg = source_defaults(hf_dir, cfg)
-        model, tok = build(hf_dir, cfg.pooling, cfg.seed)
-        cfg = resolve_max_length(model, tok, cfg)
-        history = train(model, tok, train_set.texts, train_set.labels, val.texts, val.labels, cfg)
-        cfg = _operating_point(model, tok, cfg, val, threshold_texts, threshold_source)
-        name, summary = f"finetune_{cfg.pooling}", {}
-        for tname, t in tests:
-            summary[tname], results = _test_result(t, predict_logodds(model, tok, t.texts, cfg), cfg.threshold, cfg.seed,
-                                                   cfg.operating_point)
-            write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
-                      {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, {name: results},
-                      t.labels, t.to_records(), config=asdict(cfg), history=history,
-                      label_names=data.label_names)
-        save(model, tok, tmp / "model", cfg)
-        write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
-                                           "sizes": {"train": len(train_set), "val": len(val),
-                                                     **{n: len(t) for n, t in tests}}, "group_column": group_column})
+    cfg = source_defaults(model_path, cfg)
+    model, tok, mcfg = build(model_path, cfg.pooling, cfg.seed)
+    cfg = resolve_max_length(mcfg, cfg)
+    with lock(out_dir):
+        work = claim(out_dir, model_path, cfg, train_set, val)
+        history = train(model, tok, train_set.texts, train_set.labels, val.texts, val.labels, cfg, work)
+        with atomic_dir(out_dir) as tmp:
+            cfg = _operating_point(model, tok, cfg, val, threshold_texts, threshold_source)
+            name, summary = f"finetune_{cfg.pooling}", {}
+            for tname, t in tests:
+                s = predict_logodds(model, tok, t.texts, cfg)
+                summary[tname], results = _test_result(t, s, cfg.threshold, cfg.seed, cfg.operating_point)
+                write_run(tmp if tname == "test" else tmp / tname, "finetune", f"{data.source} -> {t.source}",
+                          {"kind": "finetune", "path": str(model_path), "pooling": cfg.pooling}, {name: results},
+                          t.labels, t.to_records(), config=asdict(cfg), history=history,
+                          label_names=data.label_names)
+            save(model, tok, mcfg, tmp / "model", cfg)
+            write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
+                                               "sizes": {"train": len(train_set), "val": len(val),
+                                                         **{n: len(t) for n, t in tests}}, "group_column": group_column})
+    shutil.rmtree(work, ignore_errors=True)  # the checkpoints only served resuming this run
     return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model"),
             "threshold": cfg.threshold, "operating_point": cfg.operating_point}
 
@@ -139,19 +147,18 @@ def finetune_cv(model_path: str | Path, data, folds: int = 5, seeds: Sequence[in
     same result format as classifiers.cross_validate, under the name 'finetune_<pooling>'."""
     from masklab.downstream.classifiers.models import cross_validate
 
-    with tempfile.TemporaryDirectory() as work:
-        hf_dir = source_hf_dir(model_path, Path(work))
-        cfg = source_defaults(hf_dir, cfg)
+    cfg = source_defaults(model_path, cfg)
 
-        def fit_fn(_name, texts, y, seed):
-            from masklab.downstream.data.splits import split_indices
+    def fit_fn(_name, texts, y, seed):
+        from masklab.downstream.data.splits import split_indices
 
-            c = replace(cfg, seed=seed)
-            tr, va = split_indices(y, c.val_fraction, seed)
-            model, tok = build(hf_dir, c.pooling, seed)
-            c = resolve_max_length(model, tok, c)
-            train(model, tok, [texts[i] for i in tr], y[tr], [texts[i] for i in va], y[va], c)
-            return _Finetuned(model, tok, c)
+        c = replace(cfg, seed=seed)
+        tr, va = split_indices(y, c.val_fraction, seed)
+        model, tok, mcfg = build(model_path, c.pooling, seed)
+        c = resolve_max_length(mcfg, c)
+        with tempfile.TemporaryDirectory() as work:  # no resume across CV folds: checkpoints are scratch
+            train(model, tok, [texts[i] for i in tr], y[tr], [texts[i] for i in va], y[va], c, Path(work))
+        return _Finetuned(model, tok, c)
 
-        return cross_validate(list(data.texts), data.labels, [f"finetune_{cfg.pooling}"], folds=folds, seeds=seeds,
-                              n_boot=n_boot, fit_fn=fit_fn)
+    return cross_validate(list(data.texts), data.labels, [f"finetune_{cfg.pooling}"], folds=folds, seeds=seeds,
+                          n_boot=n_boot, fit_fn=fit_fn)

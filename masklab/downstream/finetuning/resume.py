@@ -1,0 +1,93 @@
+"""Where an interrupted `finetune` resumes from, and what it must match.
+
+The engine checkpoints into `<out>.partial/checkpoint/` at every epoch end (`engine.fit`);
+`<out>.partial/run.json` holds the run's fingerprint: the training settings, the source model's
+weights file (path, size, mtime) and sha256 digests of the training and validation rows (after the
+split and any augmentation). Rerunning the same command finds the checkpoint and continues from the
+last finished epoch; a checkpoint of another fingerprint is refused in one line naming what changed,
+never continued with other settings or data. The directory is removed once `out` is written.
+One process at a time: `lock` holds a flock on `<out>.partial/.lock` (dropped by the kernel when
+its holder dies, kill -9 included).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from masklab.errors import MaskLabError
+
+# FinetuneConfig fields that do not change the trained weights (chosen after training, or where it runs)
+NOT_TRAINING = ("threshold", "operating_point", "calibration", "target_fpr", "device")
+
+
+def work_dir(out_dir) -> Path:
+    out = Path(out_dir)
+    return out.with_name(out.name + ".partial")
+
+
+def _rows(d) -> str:
+    h = hashlib.sha256()
+    for t in d.texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    h.update(b"labels" + bytes(str(list(map(int, d.labels))), "ascii"))
+    return h.hexdigest()[:16]
+
+
+def fingerprint(model_path, cfg, train, val) -> dict:
+    from masklab.downstream.encoders.load import detect_kind
+    from masklab.downstream.encoders.source import weights_file
+
+    w = Path(weights_file(model_path, "masklab" if detect_kind(model_path) == "masklab" else "hf"))
+    st = w.stat()
+    fp = {"settings": {k: v for k, v in asdict(cfg).items() if k not in NOT_TRAINING},
+          "source model": {"weights": str(w.resolve()), "size": st.st_size, "mtime": int(st.st_mtime)},
+          "training data": _rows(train), "validation data": _rows(val)}
+    return json.loads(json.dumps(fp, default=str))  # as it reads back from run.json
+
+
+def claim(out_dir, model_path, cfg, train, val) -> Path:
+    """-> the run's work directory, holding its fingerprint. An existing checkpoint of the same
+    fingerprint is kept (resume); one of another fingerprint raises MaskLabError."""
+    work = work_dir(out_dir)
+    fp = fingerprint(model_path, cfg, train, val)
+    saved = work / "run.json"
+    if (work / "checkpoint" / "state.json").is_file() and saved.is_file():
+        old = json.loads(saved.read_text())
+        diff = [k for k in fp if old.get(k) != fp[k]]
+        if diff:
+            what = [f"{k} ({', '.join(n for n in fp[k] if old.get(k, {}).get(n) != fp[k][n])})"
+                    if k == "settings" else k for k in diff]
+            raise MaskLabError(f"{work} holds an interrupted finetune of another {', '.join(what)}; rerun the "
+                               "original command to finish it, or remove that directory to start over")
+        return work
+    shutil.rmtree(work / "checkpoint", ignore_errors=True)  # no finished epoch there: nothing to resume
+    work.mkdir(parents=True, exist_ok=True)
+    from masklab.atomic import atomic_file
+
+    atomic_file(saved, json.dumps(fp, indent=1, default=str))
+    return work
+
+
+@contextlib.contextmanager
+def lock(out_dir):
+    """Hold `<out>.partial/.lock` while training and writing `out`; a second process is refused."""
+    import re
+
+    from masklab.errors import ConfigError
+    from masklab.pretrain.checkpoint.run_lock import RunLock
+
+    work = work_dir(out_dir)
+    try:
+        lk = RunLock(work).__enter__()
+    except ConfigError as e:
+        who = re.search(r"\((host .*?|holder unknown)\)", str(e))
+        raise MaskLabError(f"{out_dir} is being written by another masklab finetune process "
+                           f"({who.group(1) if who else 'holder unknown'}); wait for it, or use another --out") from None
+    try:
+        yield work
+    finally:
+        lk.__exit__(None, None, None)
