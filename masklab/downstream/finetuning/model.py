@@ -168,9 +168,11 @@ def load_finetuned(path: str | Path):
     p = Path(path)
     require_safetensors(p)  # a folder holding only pytorch_model.bin is never unpickled; no auto_map code
     cfg = FinetuneConfig(**read_json(p / "masklab_finetune.json"))
-    if not (p / "model.yaml").is_file():
-        raise CheckpointError(f"{p} is a fine-tuned model in the older Hugging Face layout (no model.yaml); "
-                              "fine-tune it again with this version")
+    if not (p / "model.yaml").is_file():  # saved before the shared engine: a transformers directory
+        from masklab.downstream.finetuning.legacy import load_legacy
+
+        model, tok = load_legacy(p, cfg.pooling)
+        return model, tok, cfg
     try:
         shape = OmegaConf.merge(OmegaConf.structured(MaskLabConfig).model, yaml.safe_load((p / "model.yaml").read_text()))
     except Exception as e:  # a hand-edited or foreign file: one line, not a traceback
