@@ -62,6 +62,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("gpu_train", ["gpu_train.py"] + ([] if gpu else ["--dry-run"])),
         ("cli_startup", ["cli_startup.py"] + (["--quick"] if quick else [])),
         ("glue_speed", ["glue_speed.py"] + (["--quick"] if quick else [])),
+        ("sweeps", ["sweeps_summary.py"]),  # reads the committed recipe reports (benchmarks/sweeps/): trains nothing
     ]
     return out
 

@@ -83,3 +83,33 @@ def test_glue_speed_quick(tmp_path):
     text = _run("glue_speed.py", "--quick", tmp_path=tmp_path)
     assert "| MaskLab engine (unpadded, length-grouped) |" in text and "vs HF dynamic padding" in text
     assert "Target: >= 2x HF dynamic padding:" in text
+
+
+def test_sweeps_summary_maps_compare_verdicts_onto_the_papers_claims(tmp_path, monkeypatch):
+    """A paired difference on the paper's side of 0 is 'direction reproduced'; the other side is
+    'opposite'; an interval holding 0 is 'within noise'; a recipe without a report is named as not run."""
+    import json
+
+    from benchmarks import sweeps_summary as s
+
+    monkeypatch.setattr(s, "SWEEPS", tmp_path)
+    d = tmp_path / "ankner_schedule"
+    d.mkdir()
+    row = lambda mean, lo, hi, v: {"mean": mean, "lo": lo, "hi": hi, "n": 3,  # noqa: E731
+                                   "diff": mean - 5, "diff_lo": lo - 5, "diff_hi": hi - 5, "verdict": v}
+    (d / "summary.json").write_text(json.dumps({"baseline": "constant15", "level": 0.95, "metrics": {
+        "constant15": {"val_loss": {"mean": 5.0, "lo": 4.9, "hi": 5.1, "n": 3},
+                       "mlm_acc": {"mean": 5.0, "lo": 4.9, "hi": 5.1, "n": 3},
+                       "mlm_loss": {"mean": 5.0, "lo": 4.9, "hi": 5.1, "n": 3}},
+        "linear30to15": {"val_loss": row(4.8, 4.7, 4.9, "better"), "mlm_acc": row(4.8, 4.7, 4.9, "worse"),
+                         "mlm_loss": row(5.0, 4.9, 5.1, "within noise")}},
+        "compute": {"constant15": [3, "500.0", "8e5", "5e12", "60", "20", "0.050", "800", "3"],
+                    "linear30to15": [3, "500.0", "8e5", "6e12", "61", "20", "0.051", "800", "3"]}}))
+    (d / "VERDICT.md").write_text("Interpretation written by hand.")
+    out = tmp_path / "r.md"
+    assert s.main(["--out", str(out)]) == 0
+    md = out.read_text()
+    assert "| linear30to15 vs constant15 | val_loss | 4.8 vs 5 | -0.2 [-0.3, -0.1] (n=3) | direction reproduced |" in md
+    assert "| mlm_acc |" in md and "opposite" in md and "within noise at this scale" in md
+    assert "6 cells, 0.10 training CPU-hours" in md and "Interpretation written by hand." in md
+    assert "Not run yet: wettig_rate, units" in md
