@@ -82,6 +82,9 @@ def metric_bars(groups: dict, metrics: list[str], level: float, out: Path) -> Pa
         base = lo - pad  # bars start at the panel's floor (from 0 they would hide the differences)
         ax.bar(range(len(names)), [x - base if math.isfinite(x) else 0 for x in means], bottom=base, yerr=err,
                capsize=4, color=[f"C{j}" for j in range(len(names))])
+        for j, x in enumerate(means):  # e.g. val_loss of an untrained variant: say so, not a bar at the floor
+            if not math.isfinite(x):
+                ax.text(j, base + pad, "n/a", ha="center", va="bottom", fontsize=8, color="0.4")
         if finite:
             ax.set_ylim(base, hi + pad)
         ax.set_xticks(range(len(names)))
