@@ -53,6 +53,7 @@ def jobs(quick: bool, gpu: bool) -> list[tuple[str, list[str]]]:
         ("kernels", ["kernels.py"] + (["--dry-run"] if quick and not gpu else [])),
         ("detection", ["detection.py"] + (["--quick"] if quick else [])),
         ("detection_documents", ["detection_documents.py"] + (["--quick"] if quick else [])),
+        ("detection_goals", ["detection_goals.py"] + (["--quick"] if quick else [])),
         ("pmi", ["pmi_scale.py", "--memory-limit", "256MB"] + (["--quick"] if quick else [])),
         ("scale", ["scale.py"] + (["--quick"] if quick else [])),
         ("data_input", ["data_input.py"] + (["--quick"] if quick else [])),
