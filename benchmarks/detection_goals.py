@@ -13,7 +13,10 @@ Sets (nothing here is tuned on a test set; every choice comes from training or v
 - documents: `benchmarks/detection_documents.py`'s set (English prompts -> de/fr/es/it injections
   inside debian-handbook documents of their own language, plus plain handbook documents).
 Detectors: char TF-IDF + LR, MiniLM-L6 (mean, 256 tokens) + LR / RBF-SVM, and the two ensembles
-of those three (`downstream.ensemble`: rank average; 2-fold cross-fitted logistic stack).
+of those three (`downstream.ensemble`: rank average; 2-fold cross-fitted logistic stack). On the
+documents also fine-tuned MiniLM (`benchmarks/detection_documents.py`'s carrier + chunk recipe),
+alone and ensembled with the TF-IDF of the third variant (chunked, benign windows in training);
+--no-finetune or --quick skip it.
 Documents also get score-level chunking: every document is cut into character windows of W =
 2 x the 95th percentile of the training prompts' lengths, stride W / 2 (so any span up to W / 2
 characters lies whole in one window), each window scored, the document's score the max.
@@ -25,7 +28,7 @@ to training: as many W-character windows of such handbook documents as there are
 prompts, labelled benign (built from the even paragraphs; the threshold documents from the odd
 ones, so no paragraph is both trained on and thresholded on).
 
-    python -m benchmarks.detection_goals [--quick] [--scores DIR] [--out FILE]
+    python -m benchmarks.detection_goals [--quick] [--no-finetune] [--scores DIR] [--out FILE]
 """
 from __future__ import annotations
 
@@ -126,6 +129,33 @@ def detector_scores(case: Case, enc: CachedEncoder, chunk, negatives: Optional[l
     return out
 
 
+def finetuned_scores(case: Case, tfidf: dict, model_path: str) -> dict:
+    """Fine-tuned MiniLM (`benchmarks/detection_documents.py`'s recipe: CLS head, lr 2e-4, batch 8, 256
+    tokens, pydoc carriers, chunked max at scoring; threshold target 1%) alone, and with `tfidf`'s
+    scores ({"val", "test", "thr"}) in a rank average and a cross-fitted stack."""
+    import tempfile
+
+    from masklab.downstream.ensemble import crossfit_stack, rank_scores, stack_scores
+    from masklab.downstream.finetuning.model import FinetuneConfig
+    from masklab.downstream.finetuning.run import finetune
+    from masklab.downstream.predict import load_model
+
+    cfg = FinetuneConfig(pooling="cls", epochs=4, max_length=256, lr=2e-4, batch_size=8, patience=2,
+                         target_fpr=TARGET, augment="pydoc", augment_copies=2, augment_plain=0.5, long="chunk")
+    parts = {"val": case.val.texts, "test": case.test.texts, "thr": case.threshold_texts}
+    with tempfile.TemporaryDirectory() as out:
+        r = finetune(model_path, case.train, Path(out) / "ft", cfg, val_data=case.val)
+        model = load_model(r["model_dir"])
+        ft = {k: model.scores(list(t)) for k, t in parts.items()}
+    M = {k: np.stack([tfidf[k], ft[k]], axis=1) for k in parts}
+    refs = [np.sort(M["val"][:, j]) for j in range(2)]
+    stack, oof = crossfit_stack(M["val"], case.val.labels, 2, 0)
+    return {"fine-tuned MiniLM (pydoc carriers, chunk max)": ft,
+            "rank average of it and the tfidf above": {k: rank_scores(S, refs) for k, S in M.items()},
+            "logistic stack (cross-fitted) of it and the tfidf above":
+                {k: (oof if k == "val" else stack_scores(S, stack)) for k, S in M.items()}}
+
+
 def row(case: Case, label: str, s: dict, thr_on: str) -> tuple[list, dict]:
     """One table row for a detector at the threshold set on `thr_on` ("val" | "thr") -> (cells, verdicts)."""
     from masklab.downstream.evaluation import metrics as M
@@ -213,6 +243,7 @@ def verdict_lines(verdicts: list[dict]) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one carried copy per test row, 200 threshold documents")
+    ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tuned MiniLM rows (~10 min on 1 core)")
     ap.add_argument("--scores", default=None, help="also save every score array here (scores.npz per set)")
     ap.add_argument("--out", default="benchmarks/results_detection_goals.md")
     args = ap.parse_args(argv)
@@ -221,7 +252,8 @@ def main(argv=None) -> int:
     from masklab.downstream.encoders.load import load_encoder
 
     t0 = time.time()
-    enc = CachedEncoder(load_encoder(str(g.get_model_path()), kind="hf", pooling="mean"))
+    model_path = str(g.get_model_path())
+    enc = CachedEncoder(load_encoder(model_path, kind="hf", pooling="mean"))
     rows, verdicts = [], []
     for case in build_cases(args.quick):
         width = chunk_width(case.train)
@@ -231,10 +263,13 @@ def main(argv=None) -> int:
                                          if case.documents else [])
         saved = {"y_val": case.val.labels, "y_test": case.test.labels}
         for prefix, chunk, negatives in variants:
-            for label, s in detector_scores(case, enc, chunk, negatives).items():
-                saved.update({f"{prefix}{label}|{k}": v for k, v in s.items()})
+            found = {prefix + k: v for k, v in detector_scores(case, enc, chunk, negatives).items()}
+            if negatives is not None and not args.quick and not args.no_finetune:
+                found.update(finetuned_scores(case, found[prefix + "tfidf"], model_path))
+            for label, s in found.items():
+                saved.update({f"{label}|{k}": v for k, v in s.items()})
                 for thr_on in (("val", "thr") if "thr" in s else ("val",)):
-                    cells, v = row(case, prefix + label, s, thr_on)
+                    cells, v = row(case, label, s, thr_on)
                     rows.append(cells)
                     verdicts.append(v)
         if args.scores:
