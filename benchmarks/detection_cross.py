@@ -82,7 +82,7 @@ def cross_source_rows(data, features: dict, quick: bool, finetune_model: str | N
     for split_name, (column, train_values) in SPLITS.items():
         tr, te = _split_rows(data, column, train_values)
         sizes = f"{len(tr)} / {len(te)} ({int(data.labels[te].sum())} malicious)"
-        members, y_val = {}, None
+        members, y_val, val_rows = {}, None, None
         for label, (X, names, settings) in features.items():
             def part(idx, name):
                 return Split(name, None if X is None else X[idx], [data.texts[i] for i in idx], data.labels[idx],
@@ -95,7 +95,12 @@ def cross_source_rows(data, features: dict, quick: bool, finetune_model: str | N
                                target_fpr=TARGET_FPR,
                                n_boot=0, save=None, val_fraction=0.25)
                 val_run = json.loads((Path(out) / "r" / "validation" / "results.json").read_text())["results"]
-                y_val = np.load(Path(out) / "r" / "validation" / "labels.npy")
+                y_here = np.load(Path(out) / "r" / "validation" / "labels.npy")
+                rows_here = (Path(out) / "r" / "validation" / "texts.jsonl").read_text()
+            # ensemble members must be scored on the same validation rows (one carve: same rows, same seed)
+            if y_val is not None and rows_here != val_rows:
+                raise RuntimeError(f"{split_name}: {label}'s validation carve differs from the other features'")
+            y_val, val_rows = y_here, rows_here
             seconds = (time.time() - t0) / len(names)
             for n in names:
                 s = res["tests"]["test"][n]["summary"]

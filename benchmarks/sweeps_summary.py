@@ -105,9 +105,9 @@ def main(argv=None) -> int:
           "Each recipe in `configs/sweeps/` run with `masklab sweep SPEC --parallel 2 --compare` on 2 CPU cores, "
           "real Python / Debian documentation text (`python -m benchmarks.sweep_data`). Verdicts come from the paired "
           "per-seed difference (95% Student t over seeds; with 3 seeds t = 4.30 and with 2 seeds 12.7, so only "
-          "large effects leave 'within noise'). Metrics: `val_loss` the run's last held-out loss at its own "
-          "masking, `mlm_loss` / `mlm_acc` / `pll_per_token` from `masklab evaluate` at a fixed 15% token "
-          "masking, `det_*_roc_auc` cross-source detection with the cell's encoder (bastioncorpus: 59 and 36 "
+          "large effects leave 'within noise'). Metrics: `val_loss` the run's last held-out loss at 15% with "
+          "its own masking units and insertion (a late-insertion model inserts late here too), `mlm_loss` / `mlm_acc` / `pll_per_token` from `masklab evaluate` at a fixed 15% token "
+          "masking with input insertion for every model, `det_*_roc_auc` cross-source detection with the cell's encoder (bastioncorpus: 59 and 36 "
           "test rows, so these are coarse). Lower is better for losses; higher for accuracy, PLL and ROC-AUC. "
           "These are small models trained for minutes: a verdict here says what holds at this scale, not "
           "whether the paper is right at its own.", ""]

@@ -73,7 +73,7 @@ def test_text_inputs_get_row_numbers_and_stdout(models, capsys):
     assert [g["id"] for g in got] == ["0", "1"] and list(got[0]) == list(ROW_FIELDS)
 
 
-@pytest.mark.parametrize("kind", ["bundle", "finetune"])
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_threshold_data_resets_the_threshold_at_serving_time(models, kind, tmp_path, capsys):
     """Benign rows (a labelled file keeps only its benign rows) set the threshold; the model is not rewritten."""
     saved = {p.name: p.read_bytes() for p in (models / KINDS[kind]).rglob("*.json")}
