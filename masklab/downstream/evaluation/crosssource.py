@@ -148,7 +148,7 @@ def evaluate(train: Split, tests: Sequence[Split], out: str | Path, names: Seque
             op = OP.choose(None, scores(fitted[name], threshold_data.features(name, train.meta.get("encoder", {}))),
                            target_fpr, threshold_data.name, warn=False)
         else:
-            op = OP.choose(val.y, s, target_fpr, f"validation ({val.name})", warn=False)
+            op = OP.choose(val.y, s, target_fpr, OP.on_validation(val.name), warn=False)
         thresholds[name] = {"default": 0.0,
                             "target_tpr": M.threshold_for_tpr(val.y, s, target_tpr) if target_tpr else None,
                             "target_fpr": op["threshold"] if target_fpr else None,

@@ -54,6 +54,11 @@ def point(scores_benign: np.ndarray, threshold: float, target_fpr: Optional[floa
     return op
 
 
+def on_validation(name: Optional[str]) -> str:
+    """The `chosen_on` label of a validation split: "validation", or "validation (NAME)" when it has its own name."""
+    return "validation" if not name or name == "validation" else f"validation ({name})"
+
+
 def choose(y: Optional[np.ndarray], score: np.ndarray, target_fpr: float, chosen_on: str, warn: bool = True) -> dict:
     """Threshold for `target_fpr` on the benign rows (y == 0; all rows when y is None) of a
     threshold-setting set, with its evidence; logs the warning when the point is weak."""

@@ -81,7 +81,7 @@ def _operating_point(model, tok, cfg: FinetuneConfig, val, threshold_texts, thre
     elif threshold_texts is not None:
         op = OP.choose(None, predict_logodds(model, tok, list(threshold_texts), cfg), cfg.target_fpr, threshold_source)
     elif len(val) and (val.labels == 0).any():
-        op = OP.choose(val.labels, s_val, cfg.target_fpr, f"validation ({val.source})")
+        op = OP.choose(val.labels, s_val, cfg.target_fpr, OP.on_validation(val.source))
     else:
         op = OP.default_point()
     return replace(cfg, threshold=op["threshold"], operating_point=op, calibration=cal)
