@@ -58,3 +58,29 @@ def load(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, setting
     opt.load_state_dict({"state": per, "param_groups": groups})
     best = ckpt / "best.safetensors"
     return state, (load_file(str(best)) if best.is_file() else None)
+
+
+def exclusive(d: Path, what: str, label=None):
+    """Context manager: one process at a time in directory `d` (flock on d/.lock, dropped by the
+    kernel when the holder dies: pretrain.checkpoint.run_lock). A second process is refused in one
+    line naming `label` (default d), `what` it is doing and, where known, the holder's host and pid."""
+    import contextlib
+    import re
+
+    from masklab.errors import ConfigError, MaskLabError
+    from masklab.pretrain.checkpoint.run_lock import RunLock
+
+    @contextlib.contextmanager
+    def held():
+        try:
+            lk = RunLock(d).__enter__()
+        except ConfigError as e:
+            who = re.search(r"\((host .*?|holder unknown)\)", str(e))
+            raise MaskLabError(f"{label or d} is being {what} ({who.group(1) if who else 'holder unknown'}); "
+                               "wait for it, or use another --out") from None
+        try:
+            yield d
+        finally:
+            lk.__exit__(None, None, None)
+
+    return held()

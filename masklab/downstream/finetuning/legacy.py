@@ -26,7 +26,7 @@ def load_legacy(p: Path, pooling: str):
     from safetensors.torch import load_file, save_file
 
     from masklab.downstream.finetuning.heads import SequenceClassifier
-    from masklab.pretrain.hf.convert import import_hf_model
+    from masklab.downstream.finetuning.model import import_quietly
 
     weights = sorted(f for f in p.glob("*.safetensors") if f.name != "head.safetensors")
     state = {}
@@ -45,13 +45,7 @@ def load_legacy(p: Path, pooling: str):
                 shutil.copy(f, tmp)
         save_file({k: v for k, v in state.items() if not k.startswith("classifier.")},
                   str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
-        hf_log = logging.getLogger("masklab.hf")  # "no MLM head" is expected of a classifier directory
-        level = hf_log.level
-        hf_log.setLevel(logging.ERROR)
-        try:
-            imp = import_hf_model(tmp)
-        finally:
-            hf_log.setLevel(level)
+        imp = import_quietly(tmp)
     model = SequenceClassifier(imp.model, 2, None, pooling)
     if pooling == "cls" and model.preset == "bert" and not imp.cfg.model.pooler:
         raise CheckpointError(f"{p}: a cls-pooling BERT classifier without pooler weights")

@@ -97,12 +97,26 @@ def resolve_max_length(mcfg, cfg: FinetuneConfig) -> FinetuneConfig:
     return replace(cfg, max_length=min(cfg.max_length or limit, limit))
 
 
+def import_quietly(model_path):
+    """pretrain.hf.convert.import_hf_model without its "no MLM head" warning: that is about fill-mask,
+    and a classifier has no use for the MLM head."""
+    from masklab.pretrain.hf.convert import import_hf_model
+
+    hf_log = logging.getLogger("masklab.hf")
+    level = hf_log.level
+    hf_log.setLevel(logging.ERROR)
+    try:
+        return import_hf_model(model_path)
+    finally:
+        hf_log.setLevel(level)
+
+
 def build(model_path: str | Path, pooling: str, seed: int):
     """-> (SequenceClassifier giving [B, 2] logits in train mode, tokenizers.Tokenizer, MaskLab config).
     The expected new-head report is one line; the new weights come from torch.manual_seed(seed)."""
     from masklab.downstream.encoders.load import detect_kind
     from masklab.downstream.finetuning.heads import SequenceClassifier
-    from masklab.pretrain.hf.convert import import_hf_model, load_pretrained
+    from masklab.pretrain.hf.convert import load_pretrained
 
     if pooling not in ("cls", "mean"):
         raise MaskLabError(f"fine-tuning pooling must be cls or mean, not '{pooling}'")
@@ -110,13 +124,7 @@ def build(model_path: str | Path, pooling: str, seed: int):
         encoder, tok, mcfg = load_pretrained(model_path)
         head = "pretrained"
     else:
-        hf_log = logging.getLogger("masklab.hf")  # its "no MLM head" warning is about fill-mask, not us
-        level = hf_log.level
-        hf_log.setLevel(logging.ERROR)
-        try:
-            imp = import_hf_model(model_path)
-        finally:
-            hf_log.setLevel(level)
+        imp = import_quietly(model_path)
         encoder, tok, mcfg, head = imp.model, imp.tokenizer, imp.cfg, imp.mlm_head
         from transformers import AutoConfig
 

@@ -11,7 +11,6 @@ its holder dies, kill -9 included).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -72,22 +71,9 @@ def claim(out_dir, model_path, cfg, train, val) -> Path:
     return work
 
 
-@contextlib.contextmanager
 def lock(out_dir):
-    """Hold `<out>.partial/.lock` while training and writing `out`; a second process is refused."""
-    import re
+    """Hold `<out>.partial/.lock` while training and writing `out` (yields the work dir); a second
+    process is refused in one line."""
+    from masklab.downstream.finetuning.checkpoint import exclusive
 
-    from masklab.errors import ConfigError
-    from masklab.pretrain.checkpoint.run_lock import RunLock
-
-    work = work_dir(out_dir)
-    try:
-        lk = RunLock(work).__enter__()
-    except ConfigError as e:
-        who = re.search(r"\((host .*?|holder unknown)\)", str(e))
-        raise MaskLabError(f"{out_dir} is being written by another masklab finetune process "
-                           f"({who.group(1) if who else 'holder unknown'}); wait for it, or use another --out") from None
-    try:
-        yield work
-    finally:
-        lk.__exit__(None, None, None)
+    return exclusive(work_dir(out_dir), "written by another masklab finetune process", label=out_dir)

@@ -126,28 +126,10 @@ def run_cell(job: Job, recipe, recipe_file: str, name: str, seed: int, cache: di
 
 
 def _cell_lock(d: Path):
-    """One process per cell (two `masklab glue` into one --out, a resubmitted array): flock on
-    <cell>/.lock, dropped by the kernel when the holder dies (pretrain.checkpoint.run_lock)."""
-    import contextlib
-    import re
+    """One process per cell (two `masklab glue` into one --out, a resubmitted array)."""
+    from masklab.downstream.finetuning.checkpoint import exclusive
 
-    from masklab.errors import ConfigError
-    from masklab.pretrain.checkpoint.run_lock import RunLock
-
-    @contextlib.contextmanager
-    def lock():
-        try:
-            lk = RunLock(d).__enter__()
-        except ConfigError as e:
-            who = re.search(r"\((host .*?|holder unknown)\)", str(e))
-            raise MaskLabError(f"{d} is being computed by another masklab glue process "
-                               f"({who.group(1) if who else 'holder unknown'}); wait for it, or use another --out") from None
-        try:
-            yield
-        finally:
-            lk.__exit__(None, None, None)
-
-    return lock()
+    return exclusive(d, "computed by another masklab glue process")
 
 
 def _train_cell(job: Job, task_name: str, seed: int, s, fp: str, d: Path, mnli_start: bool, recipe_file: str,
