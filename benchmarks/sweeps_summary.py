@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SWEEPS = HERE / "sweeps"
 REPORT_FILES = ("report.md", "report.html", "summary.json", "loss_vs_tokens.png", "loss_vs_flops.png",
-                "metrics.png", "mask_rate.png")
+                "metrics.png", "paired_diffs.png", "mask_rate.png")
 
 # recipe name -> (paper, its claim, [(variant, baseline)], headline metrics)
 CLAIMS = {

@@ -123,3 +123,39 @@ def mask_rates(groups: dict, out: Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def paired_diffs(summary: dict, baseline: str, metrics: list[str], level: float, out: Path) -> Path:
+    """One panel per metric: each variant's paired difference to the baseline (per-seed
+    differences, t-interval) with a line at 0. This is what the verdicts read; the bars of
+    `metric_bars` show each variant's own spread over seeds, which paired seeds partly cancel."""
+    plt = _plt()
+    names = [n for n in summary if n != baseline]
+    k = len(metrics)
+    cols = min(3, k)
+    rows = math.ceil(k / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), dpi=110, squeeze=False)
+    colour = {"better": "tab:green", "worse": "tab:red"}
+    for i, m in enumerate(metrics):
+        ax = axes[i // cols][i % cols]
+        for j, n in enumerate(names):
+            r = summary[n].get(m, {})
+            if "diff" not in r or not math.isfinite(r["diff_lo"]):
+                ax.text(j, 0, "n/a", ha="center", va="center", fontsize=8, color="0.4")
+                continue
+            ax.errorbar([j], [r["diff"]], yerr=[[r["diff"] - r["diff_lo"]], [r["diff_hi"] - r["diff"]]], fmt="o",
+                        capsize=4, color=colour.get(r.get("verdict"), "0.3"))
+        ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.set_title(f"{m} ({'lower' if lower_is_better(m) else 'higher'} is better)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for j in range(k, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle(f"Paired difference to {baseline} ({level:.0%} t-interval over seeds; green better, red worse)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

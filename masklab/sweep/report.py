@@ -104,6 +104,8 @@ def compare(sweep_dir: str | Path, baseline: Optional[str] = None, level: Option
               "loss_vs_flops.png": plots.loss_curves(groups, "flops", out / "loss_vs_flops.png")}
     if metrics:
         images["metrics.png"] = plots.metric_bars(groups, metrics, level, out / "metrics.png")
+        if len(groups) > 1:
+            images["paired_diffs.png"] = plots.paired_diffs(summary, baseline, metrics, level, out / "paired_diffs.png")
     if any(r.schedule != "constant" for r in results):
         images["mask_rate.png"] = plots.mask_rates(groups, out / "mask_rate.png")
     seeds = sorted({r.cell.seed for r in results})

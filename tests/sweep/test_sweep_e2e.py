@@ -74,7 +74,7 @@ def test_killed_sweep_resumes_skipping_finished_cells_then_compares(prepared_dat
     assert any(v in md for v in ("within noise", "better", "worse"))
     html = (rep / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and 'src="loss_vs_tokens.png"' not in html
-    for png in ("loss_vs_tokens.png", "loss_vs_flops.png", "metrics.png"):
+    for png in ("loss_vs_tokens.png", "loss_vs_flops.png", "metrics.png", "paired_diffs.png"):
         assert (rep / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((rep / "summary.json").read_text())
     assert summary["metrics"]["late40"]["val_loss"]["n"] == 2
