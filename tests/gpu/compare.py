@@ -33,7 +33,7 @@ def model_runs(model, batch, backends=("torch", "triton"), autocast: torch.dtype
                 loss = model(batch)["loss_sum"]
             names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-            runs[be] = (float(loss), {n: g.float() for n, g in zip(names, grads) if g is not None})
+            runs[be] = (float(loss.detach()), {n: g.float() for n, g in zip(names, grads) if g is not None})
     finally:
         kernels.set_backend("auto")
     return runs
