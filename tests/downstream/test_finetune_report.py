@@ -258,3 +258,36 @@ def test_finetune_a_modernbert_source_and_serve_it(tiny_bert_dir, tmp_path, pool
     texts = [r["text"] for r in map(json.loads, (tmp_path / "ft" / "texts.jsonl").read_text().splitlines())]
     saved = json.loads((tmp_path / "ft" / "results.json").read_text())["results"][f"finetune_{pooling}"]["oof"]["score"]
     np.testing.assert_array_equal(load_model(tmp_path / "ft").predict(texts)["score"], saved)
+
+
+@pytest.mark.parametrize("payload", ["auto_map", "pickle_only"])
+def test_an_old_layout_dir_cannot_run_code(tiny_bert_dir, tmp_path, payload):
+    """Crafted old-layout directories: custom code named in config.json, or weights only as a
+    pickle. Both are refused in one line; nothing is imported or unpickled."""
+    import shutil
+
+    from masklab.errors import MaskLabError
+
+    d = tmp_path / "old"
+    shutil.copytree(tiny_bert_dir, d)
+    (d / "masklab_finetune.json").write_text(json.dumps({"pooling": "cls"}))
+    marker = tmp_path / "ran"
+    (d / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    if payload == "auto_map":
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["auto_map"] = {"AutoModelForSequenceClassification": "evil.Model", "AutoConfig": "evil.Config"}
+        (d / "config.json").write_text(json.dumps(cfg))
+    else:
+        import pickle
+
+        for f in d.glob("*.safetensors"):
+            f.unlink()
+
+        class Boom:
+            def __reduce__(self):
+                return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
+
+        (d / "pytorch_model.bin").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(MaskLabError):
+        load_finetuned(d)
+    assert not marker.exists()

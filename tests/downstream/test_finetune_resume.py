@@ -104,3 +104,33 @@ def test_a_second_finetune_into_the_same_out_is_refused(tiny_bert_dir, files, tm
         assert main(_args(tiny_bert_dir, files, tmp_path / "ft", "--max-steps", "1")) == 2
     err = capsys.readouterr().err
     assert "is being written by another masklab finetune process (host" in err and not (tmp_path / "ft").exists()
+
+
+def test_a_users_own_out_partial_folder_is_neither_written_nor_removed(tiny_bert_dir, files, tmp_path, capsys):
+    """`<out>.partial` is finetune's work directory; a folder of that name holding someone else's
+    files is refused in one line, before anything is written into it or removed from it."""
+    theirs = tmp_path / "ft.partial"
+    (theirs / "checkpoint").mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    (theirs / "checkpoint" / "weights.bin").write_text("mine too")
+    before = sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*"))
+    assert main(_args(tiny_bert_dir, files, tmp_path / "ft", "--max-steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert "holds files finetune did not write (notes.txt)" in err and len(err.strip().splitlines()) == 1
+    assert sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*")) == before
+    assert (theirs / "notes.txt").read_text() == "mine" and not (tmp_path / "ft").exists()
+
+
+def test_release_removes_only_what_finetune_wrote(tmp_path):
+    from masklab.downstream.finetuning.resume import release
+
+    work = tmp_path / "ft.partial"
+    (work / "checkpoint").mkdir(parents=True)
+    (work / "run.json").write_text("{}")
+    (work / ".lock").write_text("")
+    release(tmp_path / "ft")
+    assert not work.exists()
+    (work / "checkpoint").mkdir(parents=True)
+    (work / "late.txt").write_text("appeared meanwhile")
+    release(tmp_path / "ft")
+    assert [p.name for p in work.iterdir()] == ["late.txt"]

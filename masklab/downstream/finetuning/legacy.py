@@ -18,6 +18,8 @@ from pathlib import Path
 from masklab.errors import CheckpointError
 
 log = logging.getLogger("masklab.downstream")
+# what the import reads besides the weights (a directory may also hold large or foreign files)
+COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def load_legacy(p: Path, pooling: str):
@@ -40,9 +42,9 @@ def load_legacy(p: Path, pooling: str):
     if set(head) != {"weight", "bias"}:
         raise CheckpointError(f"{p}: no 2-way classifier weights found (classifier.weight / classifier.bias)")
     with tempfile.TemporaryDirectory(prefix="masklab_legacy_") as tmp:
-        for f in p.iterdir():  # config.json, tokenizer files; weights are rewritten without the classifier
-            if f.is_file() and f.suffix != ".safetensors":
-                shutil.copy(f, tmp)
+        for name in COPIED:  # weights are rewritten below without the classifier; nothing else is read
+            if (p / name).is_file():
+                shutil.copy(p / name, tmp)
         save_file({k: v for k, v in state.items() if not k.startswith("classifier.")},
                   str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
         imp = import_quietly(tmp)

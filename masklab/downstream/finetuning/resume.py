@@ -71,9 +71,33 @@ def claim(out_dir, model_path, cfg, train, val) -> Path:
     return work
 
 
+# everything finetune writes into <out>.partial/: anything else there is someone else's
+OURS = {"run.json", "checkpoint", ".lock"}
+
+
 def lock(out_dir):
     """Hold `<out>.partial/.lock` while training and writing `out` (yields the work dir); a second
-    process is refused in one line."""
+    process is refused in one line, and so is a `<out>.partial` holding files finetune did not write
+    (a user's own folder of that name is never written into, nor removed by `release`)."""
     from masklab.downstream.finetuning.checkpoint import exclusive
 
-    return exclusive(work_dir(out_dir), "written by another masklab finetune process", label=out_dir)
+    work = work_dir(out_dir)
+    if work.exists():
+        foreign = sorted(e.name for e in work.iterdir() if e.name not in OURS) if work.is_dir() else [work.name]
+        if foreign:
+            raise MaskLabError(f"{work} exists and holds files finetune did not write ({', '.join(foreign[:3])}"
+                               f"{' ...' if len(foreign) > 3 else ''}); move it, or use another --out")
+    return exclusive(work, "written by another masklab finetune process", label=out_dir)
+
+
+def release(out_dir) -> None:
+    """Remove what finetune wrote into `<out>.partial/` (the checkpoints only served resuming this
+    run), then the directory itself if nothing else is left in it."""
+    work = work_dir(out_dir)
+    shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    for name in ("run.json", ".lock"):
+        (work / name).unlink(missing_ok=True)
+    try:
+        work.rmdir()
+    except OSError:  # not empty: leave it
+        pass

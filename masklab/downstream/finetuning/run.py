@@ -97,10 +97,9 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
     The threshold for cfg.target_fpr is set on `threshold_texts` (benign rows used for nothing
     else) when given, else on the validation benign rows, and stored with its evidence.
     -> {history, tests: {name: metrics}, model_dir, threshold, operating_point}."""
-    import shutil
 
     from masklab.downstream.data.splits import group_values
-    from masklab.downstream.finetuning.resume import claim, lock
+    from masklab.downstream.finetuning.resume import claim, lock, release
 
     check_config(cfg)
     groups = group_values(data.columns, group_column, data.source)
@@ -126,7 +125,7 @@ def finetune(model_path: str | Path, data, out_dir: str | Path, cfg: FinetuneCon
             write_json(tmp / "finetune.json", {"config": asdict(cfg), "history": history, "tests": summary,
                                                "sizes": {"train": len(train_set), "val": len(val),
                                                          **{n: len(t) for n, t in tests}}, "group_column": group_column})
-    shutil.rmtree(work, ignore_errors=True)  # the checkpoints only served resuming this run
+    release(out_dir)
     return {"history": history, "tests": summary, "model_dir": str(Path(out_dir) / "model"),
             "threshold": cfg.threshold, "operating_point": cfg.operating_point}
 
